@@ -1,0 +1,68 @@
+"""What every estimator shares: input checks, capability checks and registration in one decorator."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from lvbench.registry import get_estimator, incompatibility, register_estimator
+from lvbench.validation import LvbenchInputError, check_data, check_num_samples
+
+__all__ = ["IncompatibleError", "estimator"]
+
+
+class IncompatibleError(LvbenchInputError):
+    """The estimator cannot run on this model with these options (the message says why)."""
+
+
+def _check_options(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n, p in list(params.items())[3:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise LvbenchInputError(f"estimator {name!r} has no option(s) {unknown}; its options are {known}")
+
+
+def estimator(
+    name: str,
+    *,
+    kind: str,
+    needs: Iterable[str] = (),
+    properties: Iterable[str] = (),
+    objectives: Iterable[str] = (),
+    no_grad: bool | None = None,
+    **meta: Any,
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Register ``fn(model, x, k, **options)`` as estimator ``name``, called as ``est(model, x, num_samples=k)``.
+
+    The registered callable validates x (shape, dtype, device, NaN) and k (>= 1), refuses an
+    incompatible model/option pairing with the reason, and for likelihood estimators runs under
+    ``torch.inference_mode`` (``no_grad=False`` keeps autograd, e.g. for AIS's z-gradients).
+    """
+    no_grad = (kind == "likelihood") if no_grad is None else no_grad
+
+    def decorate(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        @functools.wraps(fn)
+        def run(model: torch.nn.Module, x: torch.Tensor, num_samples: int = 1, **options: Any) -> torch.Tensor:
+            _check_options(name, fn, options)
+            k = check_num_samples(num_samples)
+            x = check_data(x, model, getattr(model, "data_dim", None))
+            reason = incompatibility(get_estimator(name), model, **options)
+            if reason is not None:
+                raise IncompatibleError(reason)
+            if no_grad:
+                with torch.inference_mode():
+                    return fn(model, x, k, **options)
+            return fn(model, x, k, **options)
+
+        run.__wrapped__ = fn
+        register_estimator(name, kind=kind, needs=needs, properties=properties, objectives=objectives, **meta)(run)
+        return run
+
+    return decorate

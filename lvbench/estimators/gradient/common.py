@@ -1,0 +1,64 @@
+"""Pieces shared by gradient estimators: objectives from log-weights, stop-gradient calls, checks.
+
+With log-weights lw_i = log p(x, z_i) - log q(z_i|x), i = 1..k, per data point:
+  ELBO_k = (1/k) Σ_i lw_i,         IWAE_k = log (1/k) Σ_i exp(lw_i),
+and every surrogate returns the batch mean, so its gradient estimates ∇ of the objective averaged over x.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Distribution
+from torch.func import functional_call
+
+from lvbench.validation import LvbenchInputError
+
+__all__ = [
+    "OBJECTIVES",
+    "batch_objective",
+    "detached_encoder",
+    "log_mean_exp",
+    "normalized_weights",
+    "require_k",
+    "scale_gradient",
+]
+
+OBJECTIVES = ("elbo", "iwae")
+
+
+def log_mean_exp(lw: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log (1/k) Σ exp(lw) over ``dim``."""
+    return torch.logsumexp(lw, dim=dim) - math.log(lw.shape[dim])
+
+
+def batch_objective(lw: torch.Tensor, objective: str) -> torch.Tensor:
+    """The objective per data point from log-weights [k, N]: ELBO_k or IWAE_k, shape [N]."""
+    if objective == "elbo":
+        return lw.mean(0)
+    if objective == "iwae":
+        return log_mean_exp(lw)
+    raise LvbenchInputError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+
+
+def normalized_weights(lw: torch.Tensor) -> torch.Tensor:
+    """w̃_i = w_i / Σ_j w_j over samples (dim 0), without gradient."""
+    return torch.softmax(lw.detach(), dim=0)
+
+
+def detached_encoder(model, x: torch.Tensor) -> Distribution:
+    """q(z|x) with the encoder's parameters φ treated as constants (gradients flow only through z)."""
+    params = {name: p.detach() for name, p in model.encoder.named_parameters()}
+    return functional_call(model.encoder, params, (x,))
+
+
+def scale_gradient(z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The value of z, with the gradient reaching z's inputs multiplied by ``scale`` (broadcast [k, N])."""
+    scale = scale.detach().reshape(*scale.shape, *([1] * (z.dim() - scale.dim())))
+    return z.detach() + (z - z.detach()) * scale
+
+
+def require_k(name: str, k: int, minimum: int) -> None:
+    if k < minimum:
+        raise LvbenchInputError(f"{name} needs num_samples >= {minimum} (leave-one-out baselines), got {k}")

@@ -1,0 +1,35 @@
+"""Naive Monte Carlo: p̂(x) = (1/k) Σ_i p(x | z_i), z_i ~ p(z), returned as log p̂(x).
+
+Unbiased for p(x), consistent, but its variance explodes when the posterior is far narrower than the
+prior (high-dimensional z): the baseline every proposal-based estimator is measured against.
+For a discrete latent, ``uniform=True`` samples z uniformly over its support instead (weights p(z)p(x|z)·C).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lvbench.estimators.base import estimator
+from lvbench.estimators.likelihood.weights import log_weight_sampler, resolve_chunk_size
+from lvbench.estimators.proposals import uniform_proposal
+from lvbench.estimators.streaming import LogMeanExp, stream
+from lvbench.validation import LvbenchInputError
+
+__all__ = ["naive_mc"]
+
+
+@estimator("naive_mc", kind="likelihood", properties=("lower_bound", "unbiased_p", "consistent"))
+def naive_mc(model, x: torch.Tensor, k: int, uniform: bool = False, chunk_size: int | None = None) -> torch.Tensor:
+    """log (1/k) Σ_i p(x|z_i) with z_i from the prior (or uniform over a discrete support)."""
+    chunk = resolve_chunk_size(model, x, k, chunk_size)
+    if uniform:
+        if "enumerable" not in model.capabilities():
+            raise LvbenchInputError("naive_mc(uniform=True) needs an enumerable (discrete) latent")
+        draw = log_weight_sampler(model, x, uniform_proposal(model, x.shape[0]))
+    else:
+        prior = model.prior()
+
+        def draw(c: int) -> torch.Tensor:
+            return model.likelihood(prior.sample((c, x.shape[0]))).log_prob(x)
+
+    return stream(draw, k, chunk, LogMeanExp(), x.dtype)

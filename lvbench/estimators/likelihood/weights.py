@@ -1,0 +1,40 @@
+"""Importance log-weights log w = log p(x, z) - log q(z|x), z ~ q, drawn in chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.distributions import Distribution
+
+from lvbench.estimators.proposals import Proposal, resolve_proposal
+from lvbench.estimators.streaming import chunk_size_for
+from lvbench.validation import check_data, check_num_samples
+
+__all__ = ["log_importance_weights", "log_weight_sampler", "resolve_chunk_size"]
+
+
+def log_weight_sampler(model, x: torch.Tensor, q: Distribution) -> Callable[[int], torch.Tensor]:
+    """c -> log w [c, N] for c fresh samples z ~ q."""
+
+    def draw(c: int) -> torch.Tensor:
+        z = q.sample((c,))
+        return model.log_joint(x, z) - q.log_prob(z)
+
+    return draw
+
+
+def resolve_chunk_size(model, x: torch.Tensor, k: int, chunk_size: int | None) -> int:
+    """The user's ``chunk_size`` (checked) or one chosen from the memory budget."""
+    if chunk_size is None:
+        return chunk_size_for(model, x.shape[0], k)
+    return min(check_num_samples(chunk_size, "chunk_size"), k)
+
+
+def log_importance_weights(model, x: torch.Tensor, num_samples: int, proposal: Proposal = "encoder") -> torch.Tensor:
+    """All k log-weights [k, N] (materialized: for diagnostics such as Pareto k-hat and ESS)."""
+    k = check_num_samples(num_samples)
+    x = check_data(x, model, getattr(model, "data_dim", None))
+    with torch.inference_mode():
+        q = resolve_proposal(model, x, proposal)
+        return log_weight_sampler(model, x, q)(k)

@@ -1,0 +1,89 @@
+"""Stream over k samples in chunks so that peak memory is set by the chunk, not by k.
+
+Chunk sizes come from a memory budget: chunk = budget / (N · floats per sample · bytes per float).
+Running reductions accumulate in float64 so that k in the millions loses no precision.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+
+__all__ = ["DEFAULT_MEMORY_BUDGET", "LogMeanExp", "Mean", "chunk_size_for", "chunks", "stream"]
+
+#: Bytes of intermediate tensors one chunk may use.
+DEFAULT_MEMORY_BUDGET = 128 * 2**20
+
+
+def chunk_size_for(model, n_points: int, num_samples: int, budget_bytes: int = DEFAULT_MEMORY_BUDGET) -> int:
+    """Samples per chunk so that one chunk of ``log_joint`` stays within ``budget_bytes``."""
+    per_sample = max(1, n_points * int(model.floats_per_sample()) * 8)
+    return int(min(num_samples, max(1, budget_bytes // per_sample)))
+
+
+def chunks(total: int, size: int) -> Iterator[int]:
+    """Sizes of consecutive chunks covering ``total`` items."""
+    if size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {size}")
+    full, rest = divmod(total, size)
+    yield from [size] * full
+    if rest:
+        yield rest
+
+
+class LogMeanExp:
+    """Running log((1/k) Σ exp(a_i)) over chunks [c, N], stable via a running max."""
+
+    def __init__(self) -> None:
+        self.max: torch.Tensor | None = None
+        self.sum: torch.Tensor | None = None
+        self.count = 0
+
+    def update(self, values: torch.Tensor) -> None:
+        v = values.to(torch.float64)
+        chunk_max = v.amax(dim=0)
+        if self.max is None:
+            new_max = chunk_max
+            self.sum = torch.zeros_like(chunk_max)
+        else:
+            new_max = torch.maximum(self.max, chunk_max)
+        safe = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+        if self.max is not None:
+            self.sum = self.sum * torch.exp(self.max - safe)
+        self.sum = self.sum + torch.exp(v - safe).sum(dim=0)
+        self.max = new_max
+        self.count += values.shape[0]
+
+    def result(self) -> torch.Tensor:
+        safe = torch.where(torch.isfinite(self.max), self.max, torch.zeros_like(self.max))
+        return safe + torch.log(self.sum) - math.log(self.count)
+
+
+class Mean:
+    """Running mean over chunks [c, N] in float64."""
+
+    def __init__(self) -> None:
+        self.sum: torch.Tensor | float = 0.0
+        self.count = 0
+
+    def update(self, values: torch.Tensor) -> None:
+        self.sum = self.sum + values.to(torch.float64).sum(dim=0)
+        self.count += values.shape[0]
+
+    def result(self) -> torch.Tensor:
+        return self.sum / self.count
+
+
+def stream(
+    draw: Callable[[int], torch.Tensor],
+    num_samples: int,
+    chunk_size: int,
+    reducer: LogMeanExp | Mean,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Feed ``draw(c)`` -> [c, N] for chunks of ``num_samples`` into ``reducer``; the result as ``out_dtype``."""
+    for c in chunks(num_samples, chunk_size):
+        reducer.update(draw(c))
+    return reducer.result().to(out_dtype)

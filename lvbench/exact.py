@@ -1,0 +1,84 @@
+"""Exact objectives and their gradients, where a model allows: the ground truth estimators are judged by.
+
+- ``log_marginal``: the model's closed-form log p(x).
+- ``elbo``: closed form for models with ``exact_elbo`` (LinearGaussian with its Gaussian encoder), or
+  Σ_c q(c|x) [log p(x, c) - log q(c|x)] by enumeration for discrete latents.
+- ``iwae`` (k samples): for discrete latents, E over all C^k sample tuples by enumeration; for k = 1
+  it is the ELBO. No closed form otherwise: use a high-precision Monte Carlo reference instead.
+Gradients are autograd through these exact values (batch mean, as for gradient estimators).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+
+from lvbench.validation import LvbenchInputError, check_data, check_num_samples
+
+__all__ = ["NoExactReference", "enumerated_objective", "exact_gradient", "exact_objective", "has_exact"]
+
+#: Most (sample tuples × data points) an enumerated IWAE objective may materialize.
+MAX_ENUMERATION = 2**24
+
+
+class NoExactReference(LvbenchInputError):
+    """No closed form or enumeration gives this objective on this model."""
+
+
+def enumerated_objective(model, x: torch.Tensor, objective: str, k: int = 1) -> torch.Tensor:
+    """ELBO or IWAE-k of a discrete-latent model's encoder by enumerating the support: [N], differentiable."""
+    support = model.enumerate_latents()
+    q = model.encoder(x)
+    z = support[:, None].expand(support.shape[0], x.shape[0])
+    log_q = q.log_prob(z)  # [C, N]
+    lw = model.log_joint(x, z) - log_q
+    if objective == "elbo" or k == 1:
+        return torch.where(log_q > -math.inf, log_q.exp() * lw, torch.zeros_like(lw)).sum(0)
+    if objective != "iwae":
+        raise LvbenchInputError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
+    num_tuples = support.shape[0] ** k
+    if num_tuples * x.shape[0] * k > MAX_ENUMERATION:
+        raise NoExactReference(
+            f"enumerating IWAE-{k} over {support.shape[0]}^{k} sample tuples for {x.shape[0]} points is too large"
+        )
+    tuples = torch.tensor(list(itertools.product(range(support.shape[0]), repeat=k)), device=x.device)  # [M, k]
+    log_p_tuple = log_q[tuples].sum(1)  # [M, N]
+    value = torch.logsumexp(lw[tuples], dim=1) - math.log(k)  # [M, N]
+    return (log_p_tuple.exp() * value).sum(0)
+
+
+def has_exact(model, objective: str, k: int = 1) -> bool:
+    """Whether ``exact_objective`` can compute ``objective`` at ``k`` on ``model``."""
+    caps = model.capabilities()
+    if objective == "log_marginal":
+        return "exact_marginal" in caps
+    enumerable = "enumerable" in caps and "encoder" in caps
+    if objective == "elbo" or k == 1:
+        return hasattr(model, "exact_elbo") or enumerable
+    if objective == "iwae" and enumerable:
+        return model.enumerate_latents().shape[0] ** k <= MAX_ENUMERATION
+    return False
+
+
+def exact_objective(model, x: torch.Tensor, objective: str, k: int = 1) -> torch.Tensor:
+    """The exact objective per data point [N] ("log_marginal", "elbo", or "iwae" with k samples)."""
+    k = check_num_samples(k, "k")
+    x = check_data(x, model, getattr(model, "data_dim", None))
+    if not has_exact(model, objective, k):
+        raise NoExactReference(f"no exact {objective} (k={k}) for {type(model).__name__}; use a Monte Carlo reference")
+    if objective == "log_marginal":
+        return model.log_marginal(x)
+    if hasattr(model, "exact_elbo") and (objective == "elbo" or k == 1):
+        return model.exact_elbo(x)
+    return enumerated_objective(model, x, objective, k)
+
+
+def exact_gradient(model, x: torch.Tensor, objective: str, k: int = 1) -> dict[str, torch.Tensor]:
+    """∇ of the exact objective averaged over the batch, per named parameter (zeros where unused)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    with torch.enable_grad():
+        value = exact_objective(model, x, objective, k).mean()
+        grads = torch.autograd.grad(value, [p for _, p in named], allow_unused=True)
+    return {n: (g if g is not None else torch.zeros_like(p)).detach() for (n, p), g in zip(named, grads, strict=True)}

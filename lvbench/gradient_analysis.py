@@ -1,0 +1,278 @@
+"""Draw R independent gradient estimates and summarize their distribution per parameter group.
+
+``draw_gradients`` vectorizes the R draws with ``torch.func`` (vmap of grad, independent randomness
+per draw) and falls back to a loop of backward passes where a model or estimator cannot be vmapped.
+``analyze_gradients`` returns a tidy table with, for θ, φ and each named parameter: the norm of the
+mean, total and per-coordinate variance, SNR = mean_j |E g_j| / std g_j (Rainforth et al. 2018),
+bias against the exact (or a high-precision Monte Carlo) gradient with its standard error, cosine
+similarity to it, and seconds per gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from lvbench.exact import exact_gradient, has_exact
+from lvbench.registry import get_estimator
+from lvbench.validation import check_data, check_num_samples
+
+__all__ = ["GradientDraws", "analyze_gradients", "draw_gradients", "reference_gradient", "summarize_gradients"]
+
+
+@dataclass
+class GradientDraws:
+    """R flattened gradients [R, P] and where each named parameter lies in them."""
+
+    values: torch.Tensor
+    slices: dict[str, slice]
+    groups: dict[str, list[str]]
+    seconds_per_gradient: float
+    method: str
+
+    def vector(self, named: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Flatten a {name: tensor} dict in the same layout as ``values``."""
+        return torch.cat([named[n].reshape(-1).to(self.values) for n in self.slices])
+
+
+class _Surrogate(nn.Module):
+    """Wraps (model, estimator, x, k, options) so ``functional_call`` can swap the model's parameters."""
+
+    def __init__(self, model: nn.Module, fn, x: torch.Tensor, k: int, options: dict):
+        super().__init__()
+        self.model, self.fn, self.x, self.k, self.options = model, fn, x, k, options
+
+    def forward(self) -> torch.Tensor:
+        return self.fn(self.model, self.x, num_samples=self.k, **self.options)
+
+
+def _layout(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], dict[str, slice], dict[str, list[str]]]:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    slices, start = {}, 0
+    for n, p in named:
+        slices[n] = slice(start, start + p.numel())
+        start += p.numel()
+    phi = {id(p) for p in model.inference_parameters()} if hasattr(model, "inference_parameters") else set()
+    groups = {"theta": [n for n, p in named if id(p) not in phi], "phi": [n for n, p in named if id(p) in phi]}
+    return named, slices, groups
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def draw_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    estimator: str,
+    num_samples: int,
+    repeats: int = 100,
+    objective: str = "elbo",
+    vectorize: bool = True,
+    batch: int = 64,
+    **options,
+) -> GradientDraws:
+    """R = ``repeats`` independent gradients of ``estimator``'s surrogate, flattened [R, P].
+
+    Uses the current torch RNG state: seed it (``torch.manual_seed``) for reproducible draws.
+    """
+    repeats = check_num_samples(repeats, "repeats")
+    x = check_data(x, model, getattr(model, "data_dim", None))
+    fn = get_estimator(estimator)
+    if fn.kind != "gradient":
+        raise ValueError(f"{estimator!r} is a {fn.kind} estimator, not a gradient estimator")
+    opts = {"objective": objective, **options}
+    fn(model, x, num_samples=num_samples, **opts)  # validates the pairing and warms up
+    named, slices, groups = _layout(model)
+    wrapper = _Surrogate(model, fn, x, num_samples, opts)
+    params = {f"model.{n}": p.detach() for n, p in named}
+    device = x.device
+    values, method = None, "loop"
+    _sync(device)
+    start = time.perf_counter()
+    if vectorize:
+        try:
+            one = grad(lambda p: functional_call(wrapper, p, ()))
+
+            def draw(_: torch.Tensor) -> torch.Tensor:
+                g = one(params)
+                return torch.cat([g[f"model.{n}"].reshape(-1) for n, _ in named])
+
+            many = vmap(draw, randomness="different")
+            with _out_of_place_normal_sampling():
+                parts = [many(torch.empty(b, device=device)) for b in _batches(repeats, batch)]
+            values, method = torch.cat(parts), "vmap"
+        except Exception:  # noqa: BLE001 — not every op has a batching rule: fall back to a loop
+            values = None
+            _sync(device)
+            start = time.perf_counter()
+    if values is None:
+        rows = []
+        for _ in range(repeats):
+            gs = torch.autograd.grad(wrapper(), [p for _, p in named], allow_unused=True)
+            rows.append(
+                torch.cat(
+                    [
+                        (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                        for (_, p), g in zip(named, gs, strict=True)
+                    ]
+                )
+            )
+        values = torch.stack(rows)
+    _sync(device)
+    seconds = (time.perf_counter() - start) / repeats
+    return GradientDraws(values.detach(), slices, groups, seconds, method)
+
+
+@contextlib.contextmanager
+def _out_of_place_normal_sampling():
+    """torch.distributions draws N(0, 1) noise with the in-place ``normal_``, which vmap cannot give
+    independent randomness per draw; swap in the out-of-place ``torch.randn`` while vectorizing."""
+
+    def standard_normal(shape, dtype, device):
+        return torch.randn(shape, dtype=dtype, device=device)
+
+    modules = [torch.distributions.normal, torch.distributions.multivariate_normal]
+    saved = [m._standard_normal for m in modules]
+    try:
+        for m in modules:
+            m._standard_normal = standard_normal
+        yield
+    finally:
+        for m, f in zip(modules, saved, strict=True):
+            m._standard_normal = f
+
+
+def _batches(total: int, size: int) -> list[int]:
+    return [size] * (total // size) + ([total % size] if total % size else [])
+
+
+def reference_gradient(
+    model: nn.Module,
+    x: torch.Tensor,
+    objective: str,
+    num_samples: int,
+    draws: int = 2000,
+    monte_carlo: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, str]:
+    """The exact gradient where a model allows (SE None), else (or with ``monte_carlo``) the mean of
+    ``draws`` reparameterized (unbiased) gradients with its standard error. Returns (mean, se, what)."""
+    if has_exact(model, objective, num_samples) and not monte_carlo:
+        return exact_gradient(model, x, objective, num_samples), None, "exact"
+    est = "reparam" if "reparameterizable" in model.capabilities() else "score_function"
+    d = draw_gradients(model, x, est, num_samples, draws, objective)
+    mean, se = d.values.mean(0), d.values.std(0) / math.sqrt(draws)
+    unpack = {n: mean[s] for n, s in d.slices.items()}, {n: se[s] for n, s in d.slices.items()}
+    return unpack[0], unpack[1], f"{est} mean of {draws} draws"
+
+
+def summarize_gradients(
+    draws: GradientDraws, reference: torch.Tensor | None = None, reference_se: torch.Tensor | None = None
+) -> pd.DataFrame:
+    """One row per parameter group (theta, phi, then each parameter) summarizing the R draws."""
+    g = draws.values.double()
+    r = g.shape[0]
+    rows = []
+    targets = [(k, v) for k, v in draws.groups.items() if v] + [(n, [n]) for n in draws.slices]
+    for group, names in targets:
+        idx = torch.cat([torch.arange(draws.slices[n].start, draws.slices[n].stop) for n in names])
+        gi = g[:, idx]
+        mean = gi.mean(0)
+        var = gi.var(0, unbiased=True) if r > 1 else torch.zeros_like(mean)
+        std = var.sqrt()
+        pos = std > 0
+        snr = (
+            (mean[pos].abs() / std[pos]).mean().item()
+            if pos.any()
+            else (math.inf if mean.abs().sum() > 0 else math.nan)
+        )
+        row = {
+            "group": group,
+            "kind": "group" if group in ("theta", "phi") else "parameter",
+            "dim": idx.numel(),
+            "repeats": r,
+            "mean_norm": mean.norm().item(),
+            "trace_variance": var.sum().item(),
+            "mean_variance": var.mean().item(),
+            "snr": snr,
+            "seconds_per_gradient": draws.seconds_per_gradient,
+            "method": draws.method,
+        }
+        if reference is not None:
+            ref = reference.double()[idx]
+            se2 = var / r + (reference_se.double()[idx] ** 2 if reference_se is not None else 0.0)
+            bias = mean - ref
+            se = se2.sqrt()
+            ok = se > 0
+            row.update(
+                bias_norm=bias.norm().item(),
+                bias_norm_se=math.sqrt(se2.sum().item()),
+                bias_max_z=(bias[ok].abs() / se[ok]).max().item()
+                if ok.any()
+                else (0.0 if bias.abs().max() == 0 else math.inf),
+                cosine=(torch.nn.functional.cosine_similarity(mean, ref, dim=0).item() if ref.norm() > 0 else math.nan),
+                reference_norm=ref.norm().item(),
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def analyze_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    estimator: str,
+    num_samples: int,
+    objective: str = "elbo",
+    repeats: int = 100,
+    reference: str | None = "auto",
+    reference_draws: int = 2000,
+    seed: int | None = 0,
+    vectorize: bool = True,
+    **options,
+) -> pd.DataFrame:
+    """Tidy summary of ``repeats`` gradients of ``estimator`` (see module doc), with the reference's
+    kind in column ``reference``. ``reference``: "auto" (exact where available, else Monte Carlo),
+    "exact", "mc", or None."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    draws = draw_gradients(model, x, estimator, num_samples, repeats, objective, vectorize, **options)
+    ref = ref_se = None
+    ref_kind = "none"
+    if reference is not None:
+        if reference == "exact" and not has_exact(model, objective, num_samples):
+            raise ValueError(f"no exact {objective} gradient (k={num_samples}) for {type(model).__name__}")
+        if reference == "mc" or (reference == "auto" and not has_exact(model, objective, num_samples)):
+            mean, se, ref_kind = reference_gradient(
+                model, x, objective, num_samples, reference_draws, monte_carlo=(reference == "mc")
+            )
+        else:
+            mean, se, ref_kind = exact_gradient(model, x, objective, num_samples), None, "exact"
+        ref = draws.vector(mean)
+        ref_se = draws.vector(se) if se is not None else None
+    table = summarize_gradients(draws, ref, ref_se)
+    table.insert(0, "estimator", estimator)
+    table.insert(1, "objective", objective)
+    table.insert(2, "k", num_samples)
+    table["reference"] = ref_kind
+    return table
+
+
+def per_coordinate(draws: GradientDraws) -> pd.DataFrame:
+    """Per-coordinate mean, variance and SNR (for plots and direct checks)."""
+    g = draws.values.double().cpu().numpy()
+    names = np.empty(g.shape[1], dtype=object)
+    for n, s in draws.slices.items():
+        names[s] = n
+    mean, std = g.mean(0), g.std(0, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.abs(mean) / std
+    return pd.DataFrame({"parameter": names, "mean": mean, "variance": std**2, "snr": snr})

@@ -1,0 +1,117 @@
+"""Variational autoencoder: MLP decoder p(x|z) and MLP Gaussian encoder q(z|x), no exact log p(x).
+
+p(z) = N(0, I_L);  p(x|z) = Bernoulli(σ(f_θ(z))) or N(f_θ(z), diag exp(2 log_scale));
+q(z|x) = N(μ_φ(x), diag σ²_φ(x)). The default shape is the IWAE paper's 784-200-200-50.
+Checkpoints are plain tensors and a config dict, loaded with ``weights_only=True`` (no pickled code).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Distribution, Independent
+
+from lvbench.models.base import ACTIVATIONS, LatentVariableModel, mlp
+from lvbench.models.encoders import GaussianMLPEncoder, diagonal_normal
+from lvbench.registry import register_model
+
+__all__ = ["VAE", "load_vae", "vae"]
+
+CHECKPOINT_FORMAT = "lvbench.vae/1"
+
+
+class VAE(LatentVariableModel):
+    """MLP VAE; θ = decoder (+ ``log_scale`` for a Gaussian likelihood), φ = ``encoder``."""
+
+    latent_type = "continuous"
+
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 50,
+        hidden: Sequence[int] = (200, 200),
+        activation: str = "tanh",
+        likelihood: str = "bernoulli",
+    ):
+        super().__init__()
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        if data_dim < 1 or latent_dim < 1 or any(h < 1 for h in hidden):
+            raise ValueError(f"dimensions must be >= 1: data_dim={data_dim}, latent_dim={latent_dim}, hidden={hidden}")
+        self.data_dim, self.latent_dim = int(data_dim), int(latent_dim)
+        self.config: dict[str, Any] = {
+            "data_dim": self.data_dim,
+            "latent_dim": self.latent_dim,
+            "hidden": [int(h) for h in hidden],
+            "activation": activation,
+            "likelihood": likelihood,
+        }
+        self.encoder = GaussianMLPEncoder(data_dim, latent_dim, hidden, activation)
+        self.decoder = mlp([latent_dim, *reversed(list(hidden)), data_dim], activation)
+        if likelihood == "gaussian":
+            self.log_scale = nn.Parameter(torch.zeros(data_dim))
+        self.register_buffer("_zero", torch.zeros(()))
+
+    def prior(self) -> Distribution:
+        zeros = self._zero.expand(self.latent_dim)
+        return diagonal_normal(zeros, zeros + 1.0)
+
+    def likelihood(self, z: torch.Tensor) -> Distribution:
+        out = self.decoder(z)
+        if self.config["likelihood"] == "bernoulli":
+            return Independent(Bernoulli(logits=out, validate_args=False), 1, validate_args=False)
+        return diagonal_normal(out, self.log_scale.exp().expand_as(out))
+
+    def floats_per_sample(self) -> int:
+        return 3 * (self.latent_dim + sum(self.config["hidden"]) + self.data_dim)
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str], **metadata: Any) -> None:
+        """Write config and weights as plain tensors (loadable with ``weights_only=True``)."""
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        torch.save(
+            {"format": CHECKPOINT_FORMAT, "config": self.config, "state_dict": state, "metadata": metadata}, path
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> VAE:
+        """Load a checkpoint written by ``save``; never unpickles arbitrary objects."""
+        return load_vae(path, map_location)
+
+
+def load_vae(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> VAE:
+    """Load a VAE checkpoint with ``torch.load(weights_only=True)`` and check its format."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VAE checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path} is not a loadable lvbench checkpoint: {type(exc).__name__}: {exc}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an lvbench VAE checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    state = ckpt["state_dict"]
+    dtype = next(v.dtype for v in state.values() if v.is_floating_point())
+    model = VAE(**ckpt["config"]).to(dtype)
+    model.load_state_dict(state)
+    return model.to(map_location)
+
+
+@register_model("vae")
+def vae(
+    data_dim: int = 784,
+    latent_dim: int = 50,
+    hidden: Sequence[int] = (200, 200),
+    activation: str = "tanh",
+    likelihood: str = "bernoulli",
+    seed: int = 0,
+) -> VAE:
+    """An untrained MLP VAE (train it with ``lvbench.training.train_vae`` or ``lvbench train``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VAE(data_dim, latent_dim, hidden, activation, likelihood)

@@ -1,0 +1,246 @@
+"""Named plug-ins: estimators and models, registered by decorator or discovered from entry points.
+
+Three verbs per registry, as in timm: ``register_*``, ``list_*``, ``get_*``. Unlike timm, a second
+registration of the same name is refused loudly. Third-party packages plug in through the entry-point
+groups ``lvbench.estimators`` and ``lvbench.models``: an entry point names either a module that
+registers on import or an object decorated with ``register_estimator``/``register_model``. A plugin
+that fails to load produces a warning naming it, never a crash.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata
+import inspect
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+__all__ = [
+    "CAPABILITIES",
+    "ESTIMATOR_KINDS",
+    "ESTIMATOR_PROPERTIES",
+    "Entry",
+    "get_estimator",
+    "get_model",
+    "incompatibility",
+    "list_estimators",
+    "list_models",
+    "register_estimator",
+    "register_model",
+]
+
+ESTIMATOR_KINDS = ("likelihood", "gradient")
+
+#: What a model can offer and an estimator can need.
+CAPABILITIES = {
+    "continuous_latent": "latent z is continuous",
+    "discrete_latent": "latent z is discrete",
+    "reparameterizable": "prior and proposal support rsample (pathwise gradients)",
+    "enumerable": "latent has a finite support that can be enumerated",
+    "relaxable": "discrete latent with a Concrete/Gumbel-softmax relaxed likelihood",
+    "encoder": "has an amortized proposal q(z|x) as attribute `encoder`",
+    "exact_marginal": "exact log p(x) in closed form",
+    "exact_posterior": "exact posterior p(z|x) as a Distribution",
+}
+
+#: What an estimator can declare about itself.
+ESTIMATOR_PROPERTIES = {
+    "lower_bound": "E[estimate] <= log p(x)",
+    "unbiased_p": "E[exp(estimate)] = p(x)",
+    "consistent": "estimate -> log p(x) as the sample budget grows",
+    "unbiased": "gradient estimate is unbiased for the gradient of its objective",
+}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered estimator or model factory and what it needs and is."""
+
+    name: str
+    kind: str
+    obj: Callable[..., Any]
+    needs: frozenset[str] = frozenset()
+    properties: frozenset[str] = frozenset()
+    objectives: tuple[str, ...] = ()
+    source: str = "lvbench"
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def description(self) -> str:
+        doc = inspect.getdoc(self.obj) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.obj(*args, **kwargs)
+
+
+class Registry:
+    """A name -> Entry mapping with entry-point discovery on first lookup."""
+
+    def __init__(self, what: str, group: str, kinds: Iterable[str]):
+        self.what = what
+        self.group = group
+        self.kinds = tuple(kinds)
+        self._entries: dict[str, Entry] = {}
+        self._discovered = False
+        self._loading: str | None = None
+
+    def add(self, entry: Entry) -> None:
+        if entry.kind not in self.kinds:
+            raise ValueError(f"{self.what} {entry.name!r}: kind must be one of {self.kinds}, got {entry.kind!r}")
+        unknown = (set(entry.needs) - set(CAPABILITIES)) | (set(entry.properties) - set(ESTIMATOR_PROPERTIES))
+        if unknown and self.what == "estimator":
+            raise ValueError(f"{self.what} {entry.name!r} declares unknown capabilities/properties {sorted(unknown)}")
+        if entry.name in self._entries:
+            prior = self._entries[entry.name]
+            raise ValueError(
+                f"{self.what} name {entry.name!r} is already registered (by {prior.source}); "
+                f"refusing to overwrite it with one from {entry.source}"
+            )
+        if self._loading is not None:
+            entry = Entry(**{**entry.__dict__, "source": self._loading})
+        self._entries[entry.name] = entry
+
+    def get(self, name: str) -> Entry:
+        self.discover()
+        try:
+            return self._entries[name]
+        except KeyError:
+            close = fnmatch.filter(self._entries, f"*{name}*")
+            hint = f" Did you mean {close}?" if close else ""
+            raise KeyError(f"unknown {self.what} {name!r}; registered: {sorted(self._entries)}.{hint}") from None
+
+    def list(self, kind: str | None = None, pattern: str = "*") -> list[str]:
+        self.discover()
+        if kind is not None and kind not in self.kinds:
+            raise ValueError(f"unknown {self.what} kind {kind!r}; expected one of {self.kinds}")
+        return sorted(
+            n for n, e in self._entries.items() if (kind is None or e.kind == kind) and fnmatch.fnmatch(n, pattern)
+        )
+
+    def entries(self, kind: str | None = None) -> list[Entry]:
+        return [self._entries[n] for n in self.list(kind)]
+
+    def discover(self, force: bool = False) -> None:
+        """Load third-party plugins from the entry-point group (once)."""
+        if self._discovered and not force:
+            return
+        self._discovered = True
+        for ep in importlib.metadata.entry_points(group=self.group):
+            before = set(self._entries)
+            self._loading = f"plugin {ep.name!r} ({ep.value})"
+            try:
+                ep.load()
+            except Exception as exc:  # a broken plugin must never break lvbench
+                warnings.warn(
+                    f"lvbench: {self.what} plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            finally:
+                self._loading = None
+            if set(self._entries) == before and ep.name not in self._entries:
+                warnings.warn(
+                    f"lvbench: {self.what} plugin {ep.name!r} ({ep.value}) loaded but registered nothing; "
+                    f"decorate it with lvbench.register_{self.what}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+
+ESTIMATORS = Registry("estimator", "lvbench.estimators", ESTIMATOR_KINDS)
+MODELS = Registry("model", "lvbench.models", ("model",))
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"registry names are non-empty strings of letters, digits, '_' and '-'; got {name!r}")
+
+
+def register_estimator(
+    name: str,
+    *,
+    kind: str,
+    needs: Iterable[str] = (),
+    properties: Iterable[str] = (),
+    objectives: Iterable[str] = (),
+    **meta: Any,
+) -> Callable[[T], T]:
+    """Register a likelihood or gradient estimator under ``name``.
+
+    ``needs``: model capabilities the estimator requires (see ``CAPABILITIES``).
+    ``properties``: what the estimator is (see ``ESTIMATOR_PROPERTIES``).
+    ``objectives``: for gradient estimators, the objectives it estimates ("elbo", "iwae").
+    """
+    _check_name(name)
+    if kind == "gradient" and not objectives:
+        raise ValueError(f"gradient estimator {name!r} must declare its objectives, e.g. objectives=('elbo',)")
+
+    def decorate(obj: T) -> T:
+        ESTIMATORS.add(
+            Entry(name, kind, obj, frozenset(needs), frozenset(properties), tuple(objectives), meta=meta)  # type: ignore[arg-type]
+        )
+        return obj
+
+    return decorate
+
+
+def register_model(name: str, **meta: Any) -> Callable[[T], T]:
+    """Register a model factory (a class or function returning a model) under ``name``."""
+    _check_name(name)
+
+    def decorate(obj: T) -> T:
+        MODELS.add(Entry(name, "model", obj, meta=meta))  # type: ignore[arg-type]
+        return obj
+
+    return decorate
+
+
+def list_estimators(kind: str | None = None, pattern: str = "*") -> list[str]:
+    """Names of registered estimators, optionally of one kind ("likelihood" or "gradient")."""
+    return ESTIMATORS.list(kind, pattern)
+
+
+def get_estimator(name: str) -> Entry:
+    """The registry entry (callable) for estimator ``name``."""
+    return ESTIMATORS.get(name)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of registered model factories."""
+    return MODELS.list(None, pattern)
+
+
+def get_model(name: str) -> Entry:
+    """The registry entry (callable factory) for model ``name``."""
+    return MODELS.get(name)
+
+
+#: Model capabilities each proposal choice requires.
+PROPOSAL_NEEDS = {"encoder": "encoder", "posterior": "exact_posterior", "prior": None}
+
+
+def incompatibility(entry: Entry | str, model: Any, **options: Any) -> str | None:
+    """Why ``entry`` cannot run on ``model`` with ``options``, or None when it can."""
+    if isinstance(entry, str):
+        entry = get_estimator(entry)
+    caps = model.capabilities()
+    missing = sorted(entry.needs - caps)
+    if missing:
+        return f"{entry.name} needs {', '.join(missing)}, which {type(model).__name__} does not provide"
+    proposal = options.get("proposal")
+    if isinstance(proposal, str):
+        need = PROPOSAL_NEEDS.get(proposal)
+        if proposal not in PROPOSAL_NEEDS:
+            return f"unknown proposal {proposal!r}; expected one of {sorted(PROPOSAL_NEEDS)} or a callable"
+        if need is not None and need not in caps:
+            return f"proposal={proposal!r} needs {need}, which {type(model).__name__} does not provide"
+    objective = options.get("objective")
+    if objective is not None and entry.kind == "gradient" and objective not in entry.objectives:
+        return f"{entry.name} estimates {list(entry.objectives)}, not objective={objective!r}"
+    return None

@@ -1,0 +1,61 @@
+"""Input checks that turn bad input into one clear sentence instead of a traceback from torch."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+__all__ = ["LvbenchInputError", "check_num_samples", "check_data", "model_dtype_device"]
+
+
+class LvbenchInputError(ValueError):
+    """Bad input to an lvbench function: the message names the problem."""
+
+
+def check_num_samples(k: object, name: str = "num_samples") -> int:
+    """``k`` as an int >= 1, or a clear error."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral | np.integer):
+        raise LvbenchInputError(f"{name} must be an integer >= 1, got {k!r} ({type(k).__name__})")
+    if int(k) < 1:
+        raise LvbenchInputError(f"{name} must be >= 1, got {k}")
+    return int(k)
+
+
+def model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
+    """The floating dtype and device of a model's parameters or buffers."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype, t.device
+    return torch.get_default_dtype(), torch.device("cpu")
+
+
+def check_data(x: object, model: torch.nn.Module, data_dim: int | None = None) -> torch.Tensor:
+    """``x`` as a finite [N, D] tensor matching the model's dtype and device, or a clear error."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise LvbenchInputError(f"x must be a torch.Tensor of shape [N, D], got {type(x).__name__}")
+    dtype, device = model_dtype_device(model)
+    if not x.is_floating_point():
+        raise LvbenchInputError(f"x must be a floating-point tensor (model uses {dtype}), got dtype {x.dtype}")
+    if x.dtype != dtype:
+        raise LvbenchInputError(
+            f"x has dtype {x.dtype} but the model's parameters are {dtype}; convert one of them "
+            f"(x.to({dtype}) or model.to({x.dtype}))"
+        )
+    if x.device != device:
+        raise LvbenchInputError(f"x is on {x.device} but the model is on {device}; move one of them")
+    if x.dim() != 2:
+        raise LvbenchInputError(f"x must have shape [N, D] (a batch of flat data points), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise LvbenchInputError("x is empty: it has no data points (shape [0, D])")
+    if data_dim is not None and x.shape[1] != data_dim:
+        raise LvbenchInputError(
+            f"x has {x.shape[1]} features per point but the model expects data_dim={data_dim} (shape {tuple(x.shape)})"
+        )
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).any(dim=1).sum())
+        raise LvbenchInputError(f"x contains NaN or infinite values ({bad} of {x.shape[0]} points affected)")
+    return x

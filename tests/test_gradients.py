@@ -1,0 +1,284 @@
+"""Gradient estimators against gradients of closed forms written in numpy (central differences),
+and against each other where the objective has no closed form. Tolerances: 5 standard errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from reference_numpy import central_difference, gmm_objective, lg_elbo, lg_log_marginal
+from scipy import stats
+
+import lvbench
+from lvbench.gradient_analysis import analyze_gradients, draw_gradients, per_coordinate, summarize_gradients
+from lvbench.models import GaussianMixture, LinearGaussian
+
+GRADIENT = ["dreg", "enumeration", "gumbel_softmax", "reparam", "score_function", "score_function_loo", "stl", "vimco"]
+
+
+def test_registry_lists_all_gradient_estimators():
+    assert set(GRADIENT) <= set(lvbench.list_estimators("gradient"))
+    for name in GRADIENT:
+        assert lvbench.get_estimator(name).objectives
+    assert "unbiased" not in lvbench.get_estimator("gumbel_softmax").properties
+
+
+def lg_model(seed=0):
+    torch.manual_seed(seed)
+    m = LinearGaussian.random(3, 2, 0.8, seed=seed, dtype=torch.float64)
+    with torch.no_grad():
+        m.encoder.weight.normal_(0, 0.4)
+        m.encoder.bias.normal_(0, 0.3)
+        m.encoder.log_scale.normal_(-0.4, 0.2)
+    return m
+
+
+def lg_numpy_elbo_gradient(m, x):
+    params = {
+        "weight": m.weight.detach().numpy().copy(),
+        "bias": m.bias.detach().numpy().copy(),
+        "encoder.weight": m.encoder.weight.detach().numpy().copy(),
+        "encoder.bias": m.encoder.bias.detach().numpy().copy(),
+        "encoder.log_scale": m.encoder.log_scale.detach().numpy().copy(),
+    }
+    xn, sigma = x.numpy(), float(m.noise_std)
+
+    def f(p):
+        return lg_elbo(
+            xn, p["weight"], p["bias"], sigma, p["encoder.weight"], p["encoder.bias"], p["encoder.log_scale"]
+        ).mean()
+
+    return central_difference(f, params)
+
+
+def assert_unbiased(draws, reference: dict, z=5.0):
+    """Every coordinate's mean within z standard errors of the reference (and not all trivially zero)."""
+    ref = draws.vector({n: torch.as_tensor(v) for n, v in reference.items()})
+    mean = draws.values.mean(0)
+    se = draws.values.std(0) / math.sqrt(draws.values.shape[0])
+    err = (mean - ref).abs()
+    bad = err > z * se + 1e-7
+    assert not bad.any(), f"max |bias|/se = {(err / se.clamp_min(1e-30)).max():.2f} at {bad.nonzero().flatten()[:5]}"
+    assert se.max() > 0 or torch.allclose(mean, ref)
+
+
+@pytest.mark.parametrize(
+    "name,k",
+    [
+        ("reparam", 1),
+        ("reparam", 4),
+        ("stl", 1),
+        ("stl", 4),
+        ("score_function", 1),
+        ("score_function", 3),
+        ("score_function_loo", 3),
+    ],
+)
+def test_elbo_gradients_unbiased_on_linear_gaussian(name, k):
+    m = lg_model()
+    x, _ = m.sample(4)
+    reference = lg_numpy_elbo_gradient(m, x)
+    torch.manual_seed(1)
+    draws = draw_gradients(m, x, name, k, repeats=4000 if "score" in name else 1500, objective="elbo")
+    assert_unbiased(draws, reference)
+
+
+def test_stl_unbiased_at_k1_for_iwae_objective():
+    m = lg_model(2)
+    x, _ = m.sample(3)
+    torch.manual_seed(2)
+    draws = draw_gradients(m, x, "stl", 1, repeats=1500, objective="iwae")
+    assert_unbiased(draws, lg_numpy_elbo_gradient(m, x))
+
+
+@pytest.mark.parametrize("name", ["dreg", "vimco", "score_function", "score_function_loo"])
+def test_iwae_gradients_agree_with_reparameterized_iwae(name):
+    m = lg_model(3)
+    x, _ = m.sample(3)
+    k, r = 5, 3000
+    torch.manual_seed(3)
+    base = draw_gradients(m, x, "reparam", k, repeats=r, objective="iwae").values
+    other = draw_gradients(m, x, name, k, repeats=3 * r if name != "dreg" else r, objective="iwae").values
+    se = (base.var(0) / base.shape[0] + other.var(0) / other.shape[0]).sqrt()
+    z = (base.mean(0) - other.mean(0)).abs() / se
+    assert z.max() < 5, z.max()
+
+
+def test_stl_is_biased_for_iwae_at_large_k_while_dreg_is_not():
+    """Tucker et al. 2018: STL's IWAE gradient is biased for k > 1 (visible here with many draws)."""
+    m = lg_model(4)
+    with torch.no_grad():
+        m.encoder.log_scale.add_(0.8)
+    x, _ = m.sample(2)
+    torch.manual_seed(4)
+    reparam = draw_gradients(m, x, "reparam", 20, repeats=4000, objective="iwae")
+    stl = draw_gradients(m, x, "stl", 20, repeats=4000, objective="iwae")
+    phi = torch.cat([torch.arange(s.start, s.stop) for n, s in stl.slices.items() if n.startswith("encoder")])
+    se = (reparam.values.var(0) / 4000 + stl.values.var(0) / 4000).sqrt()[phi]
+    z = (reparam.values.mean(0) - stl.values.mean(0)).abs()[phi] / se
+    assert z.max() > 8, z.max()
+
+
+def gmm_model(seed=0, components=3):
+    torch.manual_seed(seed)
+    return GaussianMixture.random(2, components, separation=1.5, seed=seed, dtype=torch.float64)
+
+
+def gmm_numpy_gradient(m, x, objective, k=1):
+    names = [n for n, _ in m.named_parameters()]
+    params = {n: p.detach().numpy().copy() for n, p in m.named_parameters()}
+    xn = x.numpy()
+    layer_names = [n for n in names if n.startswith("encoder")]
+
+    def f(p):
+        layers = [(p[layer_names[i]], p[layer_names[i + 1]]) for i in range(0, len(layer_names), 2)]
+        return gmm_objective(xn, p["logits"], p["means"], np.exp(p["log_stds"]), layers, objective, k).mean()
+
+    return central_difference(f, params)
+
+
+@pytest.mark.parametrize(
+    "name,objective,k",
+    [
+        ("enumeration", "elbo", 1),
+        ("enumeration", "iwae", 3),
+        ("score_function", "elbo", 2),
+        ("score_function_loo", "elbo", 4),
+        ("score_function", "iwae", 3),
+        ("vimco", "iwae", 3),
+    ],
+)
+def test_discrete_latent_gradients_unbiased_against_enumeration_in_numpy(name, objective, k):
+    m = gmm_model(1)
+    x, _ = m.sample(3)
+    reference = gmm_numpy_gradient(m, x, objective, k)
+    torch.manual_seed(5)
+    draws = draw_gradients(m, x, name, k, repeats=3000 if name != "enumeration" else 2, objective=objective)
+    assert_unbiased(draws, reference)
+    if name == "enumeration":
+        assert draws.values.var(0).max() == 0
+
+
+def test_gumbel_softmax_is_biased_and_less_so_at_lower_temperature():
+    m = gmm_model(2)
+    x, _ = m.sample(4)
+    ref = gmm_numpy_gradient(m, x, "elbo")
+    torch.manual_seed(6)
+    errors = {}
+    for tau in (2.0, 0.1):
+        d = draw_gradients(m, x, "gumbel_softmax", 4, repeats=2000, objective="elbo", temperature=tau)
+        errors[tau] = (d.values.mean(0) - d.vector({n: torch.as_tensor(v) for n, v in ref.items()})).norm()
+    assert errors[0.1] < errors[2.0]
+    assert errors[2.0] > 0.1  # clearly biased at high temperature
+
+
+def test_stl_and_dreg_have_zero_variance_phi_gradients_at_the_exact_posterior():
+    W = torch.tensor([[1.5, 0.0], [0.0, 0.7], [0.0, 0.0]], dtype=torch.float64)
+    m = LinearGaussian(W, torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64), 0.5).fit_encoder_to_posterior()
+    x, _ = m.sample(3)
+    torch.manual_seed(7)
+    for name, objective in [("stl", "elbo"), ("stl", "iwae"), ("dreg", "iwae"), ("reparam", "iwae")]:
+        d = draw_gradients(m, x, name, 4, repeats=200, objective=objective)
+        phi = torch.cat([torch.arange(s.start, s.stop) for n, s in d.slices.items() if n.startswith("encoder")])
+        var = d.values[:, phi].var(0).max().item()
+        if name == "reparam":
+            assert var > 1e-2  # the plain pathwise estimator keeps its score-term noise
+        else:
+            assert var < 1e-20, (name, objective, var)
+
+
+def one_dim_case():
+    """D = L = 1, N = 1, k = 1: log p(x, z) = const - (a/2)(z - c)² exactly, with a = 1 + w²/σ²."""
+    w, b, sigma = 1.3, 0.2, 0.6
+    m = LinearGaussian(torch.tensor([[w]], dtype=torch.float64), torch.tensor([b], dtype=torch.float64), sigma)
+    mean, log_s = 0.4, -0.3
+    with torch.no_grad():
+        m.encoder.weight.zero_()
+        m.encoder.bias.fill_(mean)
+        m.encoder.log_scale.fill_(log_s)
+    x = torch.tensor([[1.1]], dtype=torch.float64)
+    a = 1 + w**2 / sigma**2
+    c = w * (1.1 - b) / sigma**2 / a
+    log_px = stats.norm(b, math.sqrt(w**2 + sigma**2)).logpdf(1.1)
+    return m, x, a, c, mean, math.exp(log_s), log_px
+
+
+def test_gaussian_case_closed_form_gradient_and_variance_of_both_families():
+    """Gradient of the ELBO w.r.t. q's mean m is -a(m - c). Pathwise: g = -a(z - c), variance a²s².
+    Score function: g = (f(z) - 1) ε / s with f = α' + β ε + γ ε², whose moments are Gaussian."""
+    m, x, a, c, mean, s, log_px = one_dim_case()
+    d = mean - c
+    alpha = log_px + 0.5 * math.log(a) + math.log(s) - 0.5 * a * d**2 - 1.0
+    beta, gamma = -a * d * s, (1 - a * s**2) / 2
+    sf_second_moment = (alpha**2 + 3 * beta**2 + 15 * gamma**2 + 6 * alpha * gamma) / s**2
+    closed = {
+        "reparam": (-a * d, a**2 * s**2),
+        "score_function": (-a * d, sf_second_moment - (beta / s) ** 2),
+    }
+    torch.manual_seed(8)
+    for name, (mean_g, var_g) in closed.items():
+        r = 20000
+        draws = draw_gradients(m, x, name, 1, repeats=r, objective="elbo")
+        g = draws.values[:, draws.slices["encoder.bias"]].flatten().numpy()
+        se_mean = g.std() / math.sqrt(r)
+        assert abs(g.mean() - mean_g) < 5 * se_mean, (name, g.mean(), mean_g)
+        se_var = math.sqrt((np.mean((g - g.mean()) ** 4) - g.var() ** 2) / r)
+        assert abs(g.var() - var_g) < 5 * se_var, (name, g.var(), var_g, se_var)
+
+
+def test_analysis_table_snr_matches_direct_computation():
+    m = lg_model(9)
+    x, _ = m.sample(3)
+    torch.manual_seed(9)
+    draws = draw_gradients(m, x, "reparam", 2, repeats=300)
+    table = summarize_gradients(draws)
+    g = draws.values.double().numpy()
+    for group, names in draws.groups.items():
+        idx = np.concatenate([np.arange(draws.slices[n].start, draws.slices[n].stop) for n in names])
+        sd = g[:, idx].std(0, ddof=1)
+        keep = sd > 0
+        direct = np.mean(np.abs(g[:, idx].mean(0))[keep] / sd[keep])
+        row = table.set_index("group").loc[group]
+        assert row["snr"] == pytest.approx(direct, rel=1e-10)
+        assert row["trace_variance"] == pytest.approx((sd**2).sum(), rel=1e-10)
+    coords = per_coordinate(draws)
+    assert len(coords) == g.shape[1]
+
+
+def test_analyze_gradients_reports_bias_against_exact_reference():
+    m = lg_model(10)
+    x, _ = m.sample(3)
+    table = analyze_gradients(m, x, "reparam", 2, objective="elbo", repeats=2000, seed=0)
+    assert set(table["group"]) >= {"theta", "phi", "weight", "encoder.bias"}
+    assert (table["reference"] == "exact").all()
+    groups = table.set_index("group")
+    assert groups.loc["theta", "bias_norm"] < 5 * groups.loc["theta", "bias_norm_se"]
+    assert groups.loc["phi", "cosine"] > 0.99
+    mc = analyze_gradients(m, x, "dreg", 4, objective="iwae", repeats=300, reference_draws=500, seed=0)
+    assert mc["reference"].iloc[0].startswith("reparam mean")
+
+
+def test_vectorized_and_looped_draws_have_the_same_distribution():
+    m = lg_model(11)
+    x, _ = m.sample(2)
+    torch.manual_seed(11)
+    a = draw_gradients(m, x, "dreg", 3, repeats=1500, objective="iwae", vectorize=True)
+    b = draw_gradients(m, x, "dreg", 3, repeats=1500, objective="iwae", vectorize=False)
+    assert a.method == "vmap" and b.method == "loop"
+    se = (a.values.var(0) / 1500 + b.values.var(0) / 1500).sqrt()
+    assert ((a.values.mean(0) - b.values.mean(0)).abs() < 5 * se + 1e-9).all()
+    # and the R draws are independent: not all the same
+    assert a.values.std(0).max() > 0
+
+
+def test_log_marginal_reference_is_exact():
+    m = lg_model(12)
+    x, _ = m.sample(2)
+    from lvbench.exact import exact_gradient
+
+    g = exact_gradient(m, x, "log_marginal")
+    xn, sigma = x.numpy(), float(m.noise_std)
+    params = {"weight": m.weight.detach().numpy().copy(), "bias": m.bias.detach().numpy().copy()}
+    fd = central_difference(lambda p: lg_log_marginal(xn, p["weight"], p["bias"], sigma).mean(), params)
+    np.testing.assert_allclose(g["weight"].numpy(), fd["weight"], atol=1e-6)
+    np.testing.assert_allclose(g["bias"].numpy(), fd["bias"], atol=1e-6)

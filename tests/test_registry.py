@@ -1,0 +1,86 @@
+"""Registry: three verbs, loud duplicates, third-party plugins through entry points."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import lvbench
+from lvbench.registry import ESTIMATORS
+
+
+def test_duplicate_names_are_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        lvbench.register_estimator("iwae", kind="likelihood")(lambda m, x, k: None)
+    with pytest.raises(ValueError, match="already registered"):
+        lvbench.register_model("vae")(lambda: None)
+
+
+def test_bad_registrations_are_refused():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        lvbench.register_estimator("zz_bad_kind", kind="posterior")(lambda m, x, k: None)
+    with pytest.raises(ValueError, match="unknown capabilities"):
+        lvbench.register_estimator("zz_bad_needs", kind="likelihood", needs=("gpu",))(lambda m, x, k: None)
+    with pytest.raises(ValueError, match="objectives"):
+        lvbench.register_estimator("zz_no_objective", kind="gradient")(lambda m, x, k: None)
+    with pytest.raises(ValueError, match="registry names"):
+        lvbench.register_estimator("bad name", kind="likelihood")
+    assert "zz_bad_kind" not in ESTIMATORS._entries
+
+
+def test_list_and_pattern():
+    assert lvbench.list_estimators("likelihood", "i*") == ["importance", "iwae"]
+    with pytest.raises(ValueError, match="unknown estimator kind"):
+        lvbench.list_estimators("likelihoods")
+    entry = lvbench.get_estimator("iwae")
+    assert entry.description.startswith("IWAE-k")
+
+
+PLUGIN = """
+import torch
+import lvbench
+from lvbench.estimators import estimator
+
+@estimator("plugin_prior_mean", kind="likelihood", properties=("lower_bound",))
+def plugin_prior_mean(model, x, k):
+    '''log p(x | E[z]) with E[z] = 0: a third-party toy estimator.'''
+    return model.likelihood(model.prior().mean.expand(x.shape[0], -1)).log_prob(x)
+"""
+
+
+def make_plugin_dist(root, name, entry_points):
+    (root / f"{name}-0.1.dist-info").mkdir()
+    (root / f"{name}-0.1.dist-info" / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (root / f"{name}-0.1.dist-info" / "entry_points.txt").write_text(entry_points)
+
+
+def test_third_party_plugin_appears_and_broken_plugin_only_warns(tmp_path):
+    (tmp_path / "good_plugin.py").write_text(PLUGIN)
+    (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('boom')\n")
+    make_plugin_dist(tmp_path, "good_plugin", "[lvbench.estimators]\nprior_mean = good_plugin\n")
+    make_plugin_dist(tmp_path, "broken_plugin", "[lvbench.estimators]\nbroken = broken_plugin\n")
+    script = textwrap.dedent(
+        """
+        import warnings, torch, lvbench
+        from lvbench.models import LinearGaussian
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            names = lvbench.list_estimators("likelihood")
+        print("listed", "plugin_prior_mean" in names)
+        print("warned", any("broken" in str(w.message) and "boom" in str(w.message) for w in caught))
+        m = LinearGaussian.random(4, 2)
+        x, _ = m.sample(3)
+        print("shape", tuple(lvbench.get_estimator("plugin_prior_mean")(m, x, num_samples=1).shape))
+        print("source", lvbench.get_estimator("plugin_prior_mean").source)
+        """
+    )
+    env = {"PYTHONPATH": str(tmp_path)}
+    import os
+
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+    assert "listed True" in out.stdout
+    assert "warned True" in out.stdout
+    assert "shape (3,)" in out.stdout
+    assert "plugin 'prior_mean'" in out.stdout
