@@ -2,6 +2,7 @@
 
 from lvbench import estimators, models  # noqa: F401  (registers the built-ins)
 from lvbench.estimators import IncompatibleError
+from lvbench.estimators.likelihood.ais import bdmc
 from lvbench.registry import (
     get_estimator,
     get_model,
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "IncompatibleError",
     "LvbenchInputError",
+    "bdmc",
     "get_estimator",
     "get_model",
     "incompatibility",

@@ -1,9 +1,10 @@
 """Likelihood estimators: each ``est(model, x, num_samples=k, **options) -> Tensor[N]`` of log p(x)."""
 
+from lvbench.estimators.likelihood.ais import ais, bdmc
 from lvbench.estimators.likelihood.elbo import elbo
 from lvbench.estimators.likelihood.importance import importance
 from lvbench.estimators.likelihood.iwae import iwae
 from lvbench.estimators.likelihood.naive_mc import naive_mc
 from lvbench.estimators.likelihood.weights import log_importance_weights
 
-__all__ = ["elbo", "importance", "iwae", "log_importance_weights", "naive_mc"]
+__all__ = ["ais", "bdmc", "elbo", "importance", "iwae", "log_importance_weights", "naive_mc"]
