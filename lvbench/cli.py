@@ -1,4 +1,4 @@
-"""The ``lvbench`` command: list | train | demo | run | report.
+"""The ``lvbench`` command: list | train | run | report.
 
 Errors in user input (unknown names, bad values, missing files) print one line naming the problem
 and exit with status 2, without a traceback.
@@ -74,40 +74,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """A quick likelihood table of the toy models: every estimator at several k against exact log p(x)."""
-    from lvbench.training import fit_encoder
+def cmd_run(args: argparse.Namespace) -> int:
+    from lvbench.experiments import default_spec, load_spec, run_experiment
+    from lvbench.reports import write_report
 
-    rows = []
-    device = _device(args.device)
-    for label, model in [
-        ("linear_gaussian", lvbench.get_model("linear_gaussian")()),
-        ("gaussian_mixture", lvbench.get_model("gaussian_mixture")()),
-    ]:
-        model = model.to(device)
-        torch.manual_seed(args.seed)
-        x, _ = model.sample(args.points)
-        fit_encoder(model, x, steps=200)
-        truth = model.log_marginal(x).detach()
-        for name in lvbench.list_estimators("likelihood"):
-            entry = lvbench.get_estimator(name)
-            if lvbench.incompatibility(entry, model) is not None:
-                continue
-            for k in (1, 10, 100, 1000):
-                est = torch.stack([entry(model, x, num_samples=k) for _ in range(args.repeats)])
-                err = est - truth
-                rows.append(
-                    {
-                        "model": label,
-                        "estimator": name,
-                        "k": k,
-                        "bias": err.mean().item(),
-                        "std": est.std(0).mean().item(),
-                        "rmse": err.pow(2).mean().sqrt().item(),
-                    }
-                )
-    table = pd.DataFrame(rows)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    spec = load_spec(args.spec) if args.spec else default_spec()
+    devices = None
+    if args.device:
+        for name in args.device:
+            _device(name)
+        devices = tuple(args.device)
+    counts = run_experiment(
+        spec,
+        args.out,
+        executor=args.executor,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        devices=devices,
+        progress=not args.quiet,
+    )
+    print(
+        f"cells: {counts['done']} done, {counts['resumed']} already done (resumed), "
+        f"{counts['skipped']} skipped as incompatible, {counts['failed']} failed"
+    )
+    if not args.no_report:
+        paths = write_report(args.out)
+        print(f"report: {paths['html']} (also {paths['markdown']})")
+    return 1 if counts["failed"] else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lvbench.reports import write_report
+
+    paths = write_report(args.dir)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
     return 0
 
 
@@ -137,17 +138,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="vae.pt", help="checkpoint path")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="a quick likelihood table of the toy models against exact log p(x)")
-    p.add_argument("--points", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("run", help="run an experiment spec (default: the default suite) and write its report")
+    p.add_argument("spec", nargs="?", help="TOML spec file (omit for the default suite)")
+    p.add_argument("--out", default="results", help="output folder; rerunning into it resumes")
+    p.add_argument(
+        "--executor",
+        default=None,
+        choices=["local", "process", "dask"],
+        help="local (in-process, the default), process (a local pool) or dask",
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes for --executor process or a local Dask cluster")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler (implies --executor dask)")
+    p.add_argument("--device", nargs="+", help="override the spec's devices, e.g. --device cuda")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="write CSV, Markdown and HTML reports of an output folder")
+    p.add_argument("dir", help="output folder of `lvbench run`")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        if args.executor is None:
+            args.executor = "dask" if args.scheduler else ("process" if args.workers > 1 else "local")
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

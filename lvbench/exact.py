@@ -38,8 +38,7 @@ def enumerated_objective(model, x: torch.Tensor, objective: str, k: int = 1) -> 
         return torch.where(log_q > -math.inf, log_q.exp() * lw, torch.zeros_like(lw)).sum(0)
     if objective != "iwae":
         raise LvbenchInputError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
-    num_tuples = support.shape[0] ** k
-    if num_tuples * x.shape[0] * k > MAX_ENUMERATION:
+    if not _enumeration_fits(support.shape[0], k, x.shape[0]):
         raise NoExactReference(
             f"enumerating IWAE-{k} over {support.shape[0]}^{k} sample tuples for {x.shape[0]} points is too large"
         )
@@ -49,8 +48,12 @@ def enumerated_objective(model, x: torch.Tensor, objective: str, k: int = 1) -> 
     return (log_p_tuple.exp() * value).sum(0)
 
 
-def has_exact(model, objective: str, k: int = 1) -> bool:
-    """Whether ``exact_objective`` can compute ``objective`` at ``k`` on ``model``."""
+def _enumeration_fits(categories: int, k: int, n_points: int) -> bool:
+    return categories**k * n_points * k <= MAX_ENUMERATION
+
+
+def has_exact(model, objective: str, k: int = 1, n_points: int = 1) -> bool:
+    """Whether ``exact_objective`` can compute ``objective`` at ``k`` on ``model`` for ``n_points`` points."""
     caps = model.capabilities()
     if objective == "log_marginal":
         return "exact_marginal" in caps
@@ -58,7 +61,7 @@ def has_exact(model, objective: str, k: int = 1) -> bool:
     if objective == "elbo" or k == 1:
         return hasattr(model, "exact_elbo") or enumerable
     if objective == "iwae" and enumerable:
-        return model.enumerate_latents().shape[0] ** k <= MAX_ENUMERATION
+        return _enumeration_fits(model.enumerate_latents().shape[0], k, n_points)
     return False
 
 
@@ -66,7 +69,7 @@ def exact_objective(model, x: torch.Tensor, objective: str, k: int = 1) -> torch
     """The exact objective per data point [N] ("log_marginal", "elbo", or "iwae" with k samples)."""
     k = check_num_samples(k, "k")
     x = check_data(x, model, getattr(model, "data_dim", None))
-    if not has_exact(model, objective, k):
+    if not has_exact(model, objective, k, x.shape[0]):
         raise NoExactReference(f"no exact {objective} (k={k}) for {type(model).__name__}; use a Monte Carlo reference")
     if objective == "log_marginal":
         return model.log_marginal(x)

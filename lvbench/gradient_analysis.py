@@ -166,7 +166,7 @@ def reference_gradient(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, str]:
     """The exact gradient where a model allows (SE None), else (or with ``monte_carlo``) the mean of
     ``draws`` reparameterized (unbiased) gradients with its standard error. Returns (mean, se, what)."""
-    if has_exact(model, objective, num_samples) and not monte_carlo:
+    if has_exact(model, objective, num_samples, x.shape[0]) and not monte_carlo:
         return exact_gradient(model, x, objective, num_samples), None, "exact"
     est = "reparam" if "reparameterizable" in model.capabilities() else "score_function"
     d = draw_gradients(model, x, est, num_samples, draws, objective)
@@ -248,9 +248,9 @@ def analyze_gradients(
     ref = ref_se = None
     ref_kind = "none"
     if reference is not None:
-        if reference == "exact" and not has_exact(model, objective, num_samples):
+        if reference == "exact" and not has_exact(model, objective, num_samples, x.shape[0]):
             raise ValueError(f"no exact {objective} gradient (k={num_samples}) for {type(model).__name__}")
-        if reference == "mc" or (reference == "auto" and not has_exact(model, objective, num_samples)):
+        if reference == "mc" or (reference == "auto" and not has_exact(model, objective, num_samples, x.shape[0])):
             mean, se, ref_kind = reference_gradient(
                 model, x, objective, num_samples, reference_draws, monte_carlo=(reference == "mc")
             )

@@ -66,6 +66,7 @@ class Entry:
     needs: frozenset[str] = frozenset()
     properties: frozenset[str] = frozenset()
     objectives: tuple[str, ...] = ()
+    min_k: int = 1
     source: str = "lvbench"
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -169,6 +170,7 @@ def register_estimator(
     needs: Iterable[str] = (),
     properties: Iterable[str] = (),
     objectives: Iterable[str] = (),
+    min_k: int = 1,
     **meta: Any,
 ) -> Callable[[T], T]:
     """Register a likelihood or gradient estimator under ``name``.
@@ -176,6 +178,7 @@ def register_estimator(
     ``needs``: model capabilities the estimator requires (see ``CAPABILITIES``).
     ``properties``: what the estimator is (see ``ESTIMATOR_PROPERTIES``).
     ``objectives``: for gradient estimators, the objectives it estimates ("elbo", "iwae").
+    ``min_k``: the smallest sample budget it accepts (e.g. 2 for leave-one-out baselines).
     """
     _check_name(name)
     if kind == "gradient" and not objectives:
@@ -183,7 +186,7 @@ def register_estimator(
 
     def decorate(obj: T) -> T:
         ESTIMATORS.add(
-            Entry(name, kind, obj, frozenset(needs), frozenset(properties), tuple(objectives), meta=meta)  # type: ignore[arg-type]
+            Entry(name, kind, obj, frozenset(needs), frozenset(properties), tuple(objectives), int(min_k), meta=meta)  # type: ignore[arg-type]
         )
         return obj
 
@@ -240,6 +243,9 @@ def incompatibility(entry: Entry | str, model: Any, **options: Any) -> str | Non
             return f"unknown proposal {proposal!r}; expected one of {sorted(PROPOSAL_NEEDS)} or a callable"
         if need is not None and need not in caps:
             return f"proposal={proposal!r} needs {need}, which {type(model).__name__} does not provide"
+    k = options.get("num_samples")
+    if k is not None and k < entry.min_k:
+        return f"{entry.name} needs num_samples >= {entry.min_k}, got {k}"
     objective = options.get("objective")
     if objective is not None and entry.kind == "gradient" and objective not in entry.objectives:
         return f"{entry.name} estimates {list(entry.objectives)}, not objective={objective!r}"

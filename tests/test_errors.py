@@ -78,7 +78,7 @@ def test_incompatible_pairings_name_the_reason():
     lg = LinearGaussian.random()
     with pytest.raises(IncompatibleError, match="gumbel_softmax needs"):
         lvbench.get_estimator("gumbel_softmax")(lg, lg.sample(2)[0], num_samples=2)
-    with pytest.raises(LvbenchInputError, match="num_samples >= 2"):
+    with pytest.raises(IncompatibleError, match="vimco needs num_samples >= 2"):
         lvbench.get_estimator("vimco")(lg, lg.sample(2)[0], num_samples=1, objective="iwae")
     gmm_no_encoder = GaussianMixture(torch.zeros(2), torch.zeros(2, 1), torch.ones(2, 1), encoder=False)
     assert "encoder" in lvbench.incompatibility("iwae", gmm_no_encoder, proposal="encoder")

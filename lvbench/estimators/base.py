@@ -12,18 +12,26 @@ import torch
 from lvbench.registry import get_estimator, incompatibility, register_estimator
 from lvbench.validation import LvbenchInputError, check_data, check_num_samples
 
-__all__ = ["IncompatibleError", "estimator"]
+__all__ = ["IncompatibleError", "estimator", "option_names"]
 
 
 class IncompatibleError(LvbenchInputError):
     """The estimator cannot run on this model with these options (the message says why)."""
 
 
-def _check_options(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
+def option_names(fn: Callable[..., Any]) -> list[str] | None:
+    """The keyword options an estimator function takes after (model, x, k); None if it takes **kwargs."""
+    fn = getattr(fn, "__wrapped__", fn)
     params = inspect.signature(fn).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return [n for n, p in list(params.items())[3:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _check_options(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
+    known = option_names(fn)
+    if known is None:
         return
-    known = [n for n, p in list(params.items())[3:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise LvbenchInputError(f"estimator {name!r} has no option(s) {unknown}; its options are {known}")
@@ -36,6 +44,7 @@ def estimator(
     needs: Iterable[str] = (),
     properties: Iterable[str] = (),
     objectives: Iterable[str] = (),
+    min_k: int = 1,
     no_grad: bool | None = None,
     **meta: Any,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
@@ -53,7 +62,7 @@ def estimator(
             _check_options(name, fn, options)
             k = check_num_samples(num_samples)
             x = check_data(x, model, getattr(model, "data_dim", None))
-            reason = incompatibility(get_estimator(name), model, **options)
+            reason = incompatibility(get_estimator(name), model, num_samples=k, **options)
             if reason is not None:
                 raise IncompatibleError(reason)
             if no_grad:
@@ -62,7 +71,9 @@ def estimator(
             return fn(model, x, k, **options)
 
         run.__wrapped__ = fn
-        register_estimator(name, kind=kind, needs=needs, properties=properties, objectives=objectives, **meta)(run)
+        register_estimator(
+            name, kind=kind, needs=needs, properties=properties, objectives=objectives, min_k=min_k, **meta
+        )(run)
         return run
 
     return decorate

@@ -84,7 +84,9 @@ class GaussianMixture(LatentVariableModel):
         logits = 0.5 * torch.randn(components, generator=g, dtype=torch.float64)
         means = separation * torch.randn(components, data_dim, generator=g, dtype=torch.float64)
         stds = 0.5 + torch.rand(components, data_dim, generator=g, dtype=torch.float64)
-        return cls(logits, means, stds).to(dtype)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the encoder's initial weights, too, come from the seed
+            return cls(logits, means, stds).to(dtype)
 
 
 @register_model("gaussian_mixture", ground_truth=True)

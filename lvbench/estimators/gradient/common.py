@@ -21,7 +21,6 @@ __all__ = [
     "detached_encoder",
     "log_mean_exp",
     "normalized_weights",
-    "require_k",
     "scale_gradient",
 ]
 
@@ -57,8 +56,3 @@ def scale_gradient(z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """The value of z, with the gradient reaching z's inputs multiplied by ``scale`` (broadcast [k, N])."""
     scale = scale.detach().reshape(*scale.shape, *([1] * (z.dim() - scale.dim())))
     return z.detach() + (z - z.detach()) * scale
-
-
-def require_k(name: str, k: int, minimum: int) -> None:
-    if k < minimum:
-        raise LvbenchInputError(f"{name} needs num_samples >= {minimum} (leave-one-out baselines), got {k}")

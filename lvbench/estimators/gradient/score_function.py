@@ -15,7 +15,7 @@ import math
 import torch
 
 from lvbench.estimators.base import estimator
-from lvbench.estimators.gradient.common import batch_objective, require_k
+from lvbench.estimators.gradient.common import batch_objective
 
 __all__ = ["score_function", "score_function_loo", "score_surrogate"]
 
@@ -56,9 +56,13 @@ def score_function(model, x: torch.Tensor, k: int, objective: str = "elbo") -> t
 
 
 @estimator(
-    "score_function_loo", kind="gradient", needs=("encoder",), properties=("unbiased",), objectives=("elbo", "iwae")
+    "score_function_loo",
+    kind="gradient",
+    needs=("encoder",),
+    properties=("unbiased",),
+    objectives=("elbo", "iwae"),
+    min_k=2,
 )
 def score_function_loo(model, x: torch.Tensor, k: int, objective: str = "elbo") -> torch.Tensor:
     """REINFORCE with a leave-one-out baseline from the other k-1 samples (k >= 2)."""
-    require_k("score_function_loo", k, 2)
     return score_surrogate(model, x, k, objective, leave_one_out)

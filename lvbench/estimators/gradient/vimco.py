@@ -11,7 +11,6 @@ import math
 import torch
 
 from lvbench.estimators.base import estimator
-from lvbench.estimators.gradient.common import require_k
 from lvbench.estimators.gradient.score_function import score_surrogate
 
 __all__ = ["vimco"]
@@ -26,8 +25,7 @@ def geometric_mean_baseline(lw: torch.Tensor, objective: str) -> torch.Tensor:
     return torch.logsumexp(replaced, dim=1) - math.log(k)
 
 
-@estimator("vimco", kind="gradient", needs=("encoder",), properties=("unbiased",), objectives=("iwae",))
+@estimator("vimco", kind="gradient", needs=("encoder",), properties=("unbiased",), objectives=("iwae",), min_k=2)
 def vimco(model, x: torch.Tensor, k: int, objective: str = "iwae") -> torch.Tensor:
     """Score-function IWAE gradient with VIMCO's geometric-mean leave-one-out baselines (k >= 2)."""
-    require_k("vimco", k, 2)
     return score_surrogate(model, x, k, objective, geometric_mean_baseline)

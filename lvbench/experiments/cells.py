@@ -1,0 +1,91 @@
+"""A spec expands into cells — model × estimator × k × device (× objective for gradient studies) —
+each with its own seed derived from the run seed and the cell's identity, so results do not depend on
+the order or the process in which cells run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lvbench.estimators.base import option_names
+from lvbench.experiments.spec import Spec
+from lvbench.registry import get_estimator, incompatibility
+
+__all__ = ["Cell", "expand"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    kind: str  # "likelihood" or "gradient"
+    model: str  # model label
+    estimator: str  # estimator label in the spec
+    estimator_name: str  # registered estimator
+    k: int
+    device: str
+    repeats: int
+    options_json: str  # sorted JSON of the estimator's options
+    objective: str | None
+    seed: int
+    dtype: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return json.loads(self.options_json)
+
+    @property
+    def id(self) -> str:
+        key = json.dumps({k: v for k, v in asdict(self).items() if k != "seed"}, sort_keys=True)
+        return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        obj = f" {self.objective}" if self.objective else ""
+        return f"{self.model} × {self.estimator}{obj} × k={self.k} × {self.device}"
+
+
+def _seed(run_seed: int, parts: tuple) -> int:
+    digest = hashlib.sha256(json.dumps([run_seed, *parts]).encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def expand(
+    spec: Spec, models: dict[str, Any], devices: tuple[str, ...] | None = None
+) -> tuple[list[Cell], list[tuple[Cell, str]]]:
+    """(cells to run, [(cell, reason)] skipped as incompatible). ``models`` maps labels to model instances
+    (used only to read capabilities)."""
+    run = spec.run
+    cells, skipped = [], []
+    for ms in spec.models:
+        model = models[ms.label]
+        for group in (spec.estimators, spec.gradients):
+            for es in group:
+                if es.models is not None and ms.label not in es.models:
+                    continue
+                entry = get_estimator(es.estimator)
+                options = dict(es.options)
+                names = option_names(entry.obj)
+                if es.kind == "likelihood" and "proposal" not in options and (names is None or "proposal" in names):
+                    options["proposal"] = ms.proposal
+                for device in devices or run.devices:
+                    for k in es.k:
+                        parts = (es.kind, ms.label, es.label, k, device, es.objective, sorted(options.items()))
+                        cell = Cell(
+                            kind=es.kind,
+                            model=ms.label,
+                            estimator=es.label,
+                            estimator_name=es.estimator,
+                            k=k,
+                            device=device,
+                            repeats=es.repeats or (run.repeats if es.kind == "likelihood" else 100),
+                            options_json=json.dumps(options, sort_keys=True),
+                            objective=es.objective,
+                            seed=_seed(run.seed, parts),
+                            dtype=run.dtype,
+                        )
+                        check = {"num_samples": k, **options}
+                        if es.objective:
+                            check["objective"] = es.objective
+                        reason = incompatibility(entry, model, **check)
+                        (skipped.append((cell, reason)) if reason else cells.append(cell))
+    return cells, skipped

@@ -1,0 +1,331 @@
+"""Run cells and record them: in-process, on a local process pool, or on a Dask cluster.
+
+A cell runs ``repeats`` independent estimates per data point (likelihood) or R independent gradients
+(gradient studies), after a warm-up, timing each repeat (with CUDA synchronisation on GPU) and
+recording peak memory. Any exception, NaN or wrongly shaped result marks the cell failed with the
+reason, and the run goes on. Only the main process writes to the store, as each cell finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import platform
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from lvbench.experiments.cells import Cell, expand
+from lvbench.experiments.prepare import load_prepared, prepare_model
+from lvbench.experiments.spec import Spec
+from lvbench.experiments.store import ResultStore
+from lvbench.gradient_analysis import analyze_gradients
+from lvbench.metrics import effective_sample_size, pareto_khat
+from lvbench.registry import get_estimator
+
+__all__ = ["EXECUTORS", "machine_info", "run_cell", "run_experiment"]
+
+EXECUTORS = ("local", "process", "dask")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+DIAGNOSED = {"naive_mc", "importance", "iwae"}  # estimators whose estimate is an IS average of weights
+
+
+class CellFailure(RuntimeError):
+    """The estimator misbehaved (NaN, wrong shape, ...): the cell is marked failed with this reason."""
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_bytes() -> float:
+    """Resident set size of this process (Linux /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return float(fh.read().split()[1]) * PAGE_SIZE
+    except OSError:
+        return math.nan
+
+
+class PeakMemory:
+    """Peak extra memory during a block. CUDA: max allocated minus allocated at entry. CPU: the highest
+    resident set size sampled every millisecond by a background thread, minus the size at entry."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.mb = math.nan
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = float(torch.cuda.memory_allocated(self.device))
+            return self
+        self._start = self._peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.001):
+            self._peak = max(self._peak, _rss_bytes())
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
+            return
+        self._stop.set()
+        self._thread.join()
+        self.mb = (max(self._peak, _rss_bytes()) - self._start) / 2**20
+
+
+def _diagnostics(cell: Cell, model, x: torch.Tensor, max_k: int) -> tuple[np.ndarray, np.ndarray]:
+    nan = np.full(x.shape[0], np.nan)
+    if cell.estimator_name not in DIAGNOSED or not 5 <= cell.k <= max_k:
+        return nan, nan
+    opts = cell.options
+    if opts.get("defensive", 0.0):
+        return nan, nan
+    from lvbench.estimators.likelihood import log_importance_weights
+
+    if cell.estimator_name == "naive_mc":
+        proposal = "uniform" if opts.get("uniform") else "prior"
+    else:
+        proposal = opts.get("proposal", "encoder")
+    lw = log_importance_weights(model, x, cell.k, proposal).T  # [N, k]
+    return pareto_khat(lw), effective_sample_size(lw).cpu().numpy()
+
+
+def _check_estimate(est: object, n: int) -> None:
+    if not isinstance(est, torch.Tensor) or est.shape != (n,):
+        got = tuple(est.shape) if isinstance(est, torch.Tensor) else type(est).__name__
+        raise CellFailure(f"estimator returned {got}, expected a tensor of shape ({n},)")
+    if not torch.isfinite(est).all():
+        bad = int((~torch.isfinite(est)).sum())
+        raise CellFailure(f"estimator returned NaN or infinite values for {bad} of {n} points")
+
+
+def _likelihood_cell(cell: Cell, prepared, device: torch.device, diagnostics_max_k: int) -> pd.DataFrame:
+    entry = get_estimator(cell.estimator_name)
+    model, x = prepared.model, prepared.x
+    opts = cell.options
+    entry(model, x, num_samples=min(cell.k, 16), **opts)  # warm-up
+    estimates, seconds = [], []
+    with PeakMemory(device) as memory:
+        for _ in range(cell.repeats):
+            _sync(device)
+            start = time.perf_counter()
+            est = entry(model, x, num_samples=cell.k, **opts)
+            _sync(device)
+            seconds.append(time.perf_counter() - start)
+            _check_estimate(est, x.shape[0])
+            estimates.append(est.detach().double().cpu().numpy())
+    peak = memory.mb
+    khat, ess = _diagnostics(cell, model, x, diagnostics_max_k)
+    r, n = len(estimates), x.shape[0]
+    return pd.DataFrame(
+        {
+            "model": cell.model,
+            "estimator": cell.estimator,
+            "estimator_name": cell.estimator_name,
+            "k": cell.k,
+            "device": cell.device,
+            "dtype": cell.dtype,
+            "repeat": np.repeat(np.arange(r), n),
+            "point": np.tile(np.arange(n), r),
+            "estimate": np.concatenate(estimates),
+            "reference": np.tile(prepared.reference.numpy(), r),
+            "reference_se": np.tile(prepared.reference_se.numpy(), r),
+            "reference_name": prepared.reference_name,
+            "seconds": np.repeat(seconds, n),
+            "peak_memory_mb": peak,
+            "khat": np.tile(khat, r),
+            "ess": np.tile(ess, r),
+            "cell_id": cell.id,
+        }
+    )
+
+
+def _gradient_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
+    with PeakMemory(device) as memory:
+        table = analyze_gradients(
+            prepared.model,
+            prepared.x,
+            cell.estimator_name,
+            cell.k,
+            objective=cell.objective,
+            repeats=cell.repeats,
+            seed=cell.seed,
+            **cell.options,
+        )
+    table.insert(0, "model", cell.model)
+    table["estimator_name"] = table["estimator"]
+    table["estimator"] = cell.estimator
+    table["device"] = cell.device
+    table["dtype"] = cell.dtype
+    table["peak_memory_mb"] = memory.mb
+    table["cell_id"] = cell.id
+    numeric = table.select_dtypes("number")
+    if not np.isfinite(numeric[["mean_norm", "trace_variance"]].to_numpy()).all():
+        raise CellFailure("gradient draws contain NaN or infinite values")
+    return table
+
+
+def run_cell(cell: Cell, out_dir: str, diagnostics_max_k: int = 100_000, threads: int | None = None) -> dict[str, Any]:
+    """Run one cell; never raises. Returns {"status": "done"|"failed", "rows": DataFrame|None, "reason", ...}."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        device = torch.device(cell.device)
+        prepared = load_prepared(out_dir, cell.model, device)
+        torch.manual_seed(cell.seed)
+        if cell.kind == "likelihood":
+            rows = _likelihood_cell(cell, prepared, device, diagnostics_max_k)
+        else:
+            rows = _gradient_cell(cell, prepared, device)
+        return {"status": "done", "rows": rows, "reason": "", "seconds": time.perf_counter() - start}
+    except Exception as exc:  # noqa: BLE001 — a failing estimator must not stop the run
+        reason = f"{type(exc).__name__}: {exc}"
+        return {
+            "status": "failed",
+            "rows": None,
+            "reason": reason,
+            "traceback": traceback.format_exc(limit=6),
+            "seconds": time.perf_counter() - start,
+        }
+
+
+def _run_local(cells: list[Cell], out_dir: str, max_k: int) -> Iterator[tuple[Cell, dict]]:
+    for cell in cells:
+        yield cell, run_cell(cell, out_dir, max_k)
+
+
+def _run_process_pool(cells: list[Cell], out_dir: str, max_k: int, workers: int) -> Iterator[tuple[Cell, dict]]:
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(run_cell, cell, out_dir, max_k, 1): cell for cell in cells}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+
+
+def _run_dask(
+    cells: list[Cell], out_dir: str, max_k: int, workers: int, scheduler: str | None
+) -> Iterator[tuple[Cell, dict]]:
+    try:
+        from dask.distributed import Client, LocalCluster
+        from dask.distributed import as_completed as dask_completed
+    except ImportError:
+        raise ValueError("--executor dask needs dask.distributed: pip install 'lvbench[dask]'") from None
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    try:
+        futures = client.map(run_cell, cells, out_dir=out_dir, diagnostics_max_k=max_k, threads=1, pure=False)
+        by_key = {f.key: c for f, c in zip(futures, cells, strict=True)}
+        for fut in dask_completed(futures):
+            yield by_key[fut.key], fut.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers came from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def run_experiment(
+    spec: Spec,
+    out_dir: str,
+    executor: str = "local",
+    workers: int = 1,
+    scheduler: str | None = None,
+    devices: Iterable[str] | None = None,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Prepare models, expand the grid, run every cell not already finished, and record results."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "spec.json"), "w") as fh:
+        json.dump(spec.source, fh, indent=1)
+    store = ResultStore(out_dir)
+    started = time.time()
+    models = {}
+    for ms in tqdm(spec.models, desc="prepare models", disable=not progress, leave=False):
+        prepare_model(ms, spec.run, out_dir, progress=progress)
+        models[ms.label] = load_prepared(out_dir, ms.label).model
+    device_list = tuple(devices) if devices else spec.run.devices
+    cells, skipped = expand(spec, models, device_list)
+    no_cuda = [c for c in cells if c.device.startswith("cuda") and not torch.cuda.is_available()]
+    skipped += [(c, "CUDA is not available on this machine") for c in no_cuda]
+    cells = [c for c in cells if c not in no_cuda]
+    for cell, reason in skipped:
+        store.write(cell, "skipped", reason=reason)
+    with open(os.path.join(out_dir, "cells.json"), "w") as fh:
+        json.dump([c.id for c in cells] + [c.id for c, _ in skipped], fh)
+    todo = [c for c in cells if not store.is_final(c)]
+    max_k = spec.run.diagnostics_max_k
+    if executor == "local":
+        results = _run_local(todo, out_dir, max_k)
+    elif executor == "process":
+        results = _run_process_pool(todo, out_dir, max_k, workers)
+    else:
+        results = _run_dask(todo, out_dir, max_k, workers, scheduler)
+    counts = {"done": 0, "failed": 0, "skipped": len(skipped), "resumed": len(cells) - len(todo)}
+    bar = tqdm(total=len(todo), desc="cells", disable=not progress)
+    for cell, result in results:
+        info = {"seconds": result["seconds"]}
+        if "traceback" in result:
+            info["traceback"] = result["traceback"]
+        store.write(cell, result["status"], result["rows"], result["reason"], **info)
+        counts[result["status"]] += 1
+        bar.set_postfix_str(cell.describe()[:60])
+        bar.update()
+    bar.close()
+    with open(os.path.join(out_dir, "run.json"), "w") as fh:
+        json.dump(
+            {
+                "machine": machine_info(),
+                "executor": executor,
+                "workers": workers,
+                "seconds": time.time() - started,
+                "counts": counts,
+            },
+            fh,
+            indent=1,
+        )
+    return counts

@@ -1,0 +1,266 @@
+"""Experiment specs: a TOML file (or dict) validated into a ``Spec``, with errors that name the key."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from lvbench.registry import get_estimator, get_model
+
+__all__ = ["EstimatorSpec", "ModelSpec", "RunSettings", "Spec", "SpecError", "default_spec", "load_spec"]
+
+DTYPES = ("float32", "float64")
+PROPOSALS = ("encoder", "posterior", "prior")
+
+
+class SpecError(ValueError):
+    """A problem in an experiment spec; the message names the key."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    seed: int = 0
+    repeats: int = 20
+    points: int = 32
+    devices: tuple[str, ...] = ("cpu",)
+    dtype: str = "float32"
+    diagnostics_max_k: int = 100_000
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    label: str
+    type: str
+    params: dict[str, Any]
+    points: int
+    proposal: str = "encoder"
+    dataset: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    encoder_fit: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
+    bdmc: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    label: str
+    estimator: str
+    kind: str
+    k: tuple[int, ...]
+    options: dict[str, Any]
+    objective: str | None = None
+    repeats: int | None = None
+    models: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    run: RunSettings
+    models: tuple[ModelSpec, ...]
+    estimators: tuple[EstimatorSpec, ...]
+    gradients: tuple[EstimatorSpec, ...]
+    source: dict[str, Any]
+
+
+def _int(value: Any, where: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{where} must be an integer, got {value!r}")
+    if value < minimum:
+        raise SpecError(f"{where} must be >= {minimum}, got {value}")
+    return value
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SpecError(f"[{where}] must be a table, got {type(value).__name__}")
+    return value
+
+
+def _k_list(value: Any, where: str) -> tuple[int, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise SpecError(f"{where} must list at least one sample budget")
+    return tuple(_int(v, f"{where} entry", 1) for v in values)
+
+
+def _run(raw: dict[str, Any]) -> RunSettings:
+    allowed = set(RunSettings.__dataclass_fields__)
+    unknown = set(raw) - allowed
+    if unknown:
+        raise SpecError(f"[run] has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    devices = raw.get("devices", ["cpu"])
+    if isinstance(devices, str):
+        devices = [devices]
+    if not isinstance(devices, list) or not devices or not all(isinstance(d, str) for d in devices):
+        raise SpecError(f"run.devices must be a list of device names like ['cpu', 'cuda'], got {devices!r}")
+    for d in devices:
+        if not (d == "cpu" or d.startswith("cuda")):
+            raise SpecError(f"run.devices: unknown device {d!r} (expected 'cpu' or 'cuda[:N]')")
+    dtype = raw.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise SpecError(f"run.dtype must be one of {DTYPES}, got {dtype!r}")
+    return RunSettings(
+        seed=_int(raw.get("seed", 0), "run.seed", 0),
+        repeats=_int(raw.get("repeats", 20), "run.repeats", 1),
+        points=_int(raw.get("points", 32), "run.points", 1),
+        devices=tuple(devices),
+        dtype=dtype,
+        diagnostics_max_k=_int(raw.get("diagnostics_max_k", 100_000), "run.diagnostics_max_k", 0),
+    )
+
+
+MODEL_KEYS = {"type", "points", "proposal", "dataset", "train", "checkpoint", "encoder_fit", "reference", "bdmc"}
+
+
+def _model(label: str, raw: dict[str, Any], run: RunSettings, base_dir: str) -> ModelSpec:
+    where = f"models.{label}"
+    raw = dict(_table(raw, where))
+    if "type" not in raw:
+        raise SpecError(f"[{where}] needs a `type` (a registered model, e.g. 'linear_gaussian')")
+    try:
+        get_model(raw["type"])
+    except KeyError as exc:
+        raise SpecError(f"{where}.type: {exc.args[0]}") from None
+    proposal = raw.get("proposal", "encoder")
+    if proposal not in PROPOSALS:
+        raise SpecError(f"{where}.proposal must be one of {PROPOSALS}, got {proposal!r}")
+    dataset = raw.get("dataset")
+    dataset_options: dict[str, Any] = {}
+    if isinstance(dataset, dict):
+        dataset_options = {k: v for k, v in dataset.items() if k != "name"}
+        dataset = dataset.get("name")
+    if dataset is not None and dataset not in ("digits", "mnist"):
+        raise SpecError(f"{where}.dataset must be 'digits' or 'mnist' (or a table with name=...), got {dataset!r}")
+    if "path" in dataset_options:
+        dataset_options["path"] = os.path.join(base_dir, os.path.expanduser(dataset_options["path"]))
+        if not os.path.isfile(dataset_options["path"]):
+            raise SpecError(f"{where}.dataset.path: file not found: {dataset_options['path']}")
+    checkpoint = raw.get("checkpoint")
+    if checkpoint is not None:
+        checkpoint = os.path.join(base_dir, os.path.expanduser(checkpoint))
+        if not os.path.isfile(checkpoint):
+            raise SpecError(f"{where}.checkpoint: file not found: {checkpoint}")
+    train = _table(raw.get("train", {}), f"{where}.train")
+    for key in ("epochs", "k", "batch_size"):
+        if key in train:
+            _int(train[key], f"{where}.train.{key}")
+    if train.get("objective", "iwae") not in ("elbo", "iwae"):
+        raise SpecError(f"{where}.train.objective must be 'elbo' or 'iwae', got {train.get('objective')!r}")
+    if dataset is not None and raw["type"] != "vae":
+        raise SpecError(f"{where}: `dataset` is only for type = 'vae' (toy models simulate their data)")
+    if raw["type"] == "vae" and dataset is None:
+        raise SpecError(f"[{where}] (a VAE) needs `dataset` ('digits' or 'mnist')")
+    reference = _table(raw.get("reference", {}), f"{where}.reference")
+    if "estimator" in reference:
+        try:
+            get_estimator(reference["estimator"])
+        except KeyError as exc:
+            raise SpecError(f"{where}.reference.estimator: {exc.args[0]}") from None
+    params = {k: v for k, v in raw.items() if k not in MODEL_KEYS}
+    return ModelSpec(
+        label=label,
+        type=raw["type"],
+        params=params,
+        points=_int(raw.get("points", run.points), f"{where}.points"),
+        proposal=proposal,
+        dataset=dataset,
+        dataset_options=dataset_options,
+        train=train,
+        checkpoint=checkpoint,
+        encoder_fit=_table(raw.get("encoder_fit", {}), f"{where}.encoder_fit"),
+        reference=reference,
+        bdmc=_table(raw.get("bdmc", {}), f"{where}.bdmc"),
+    )
+
+
+def _estimator(label: str, raw: dict[str, Any], section: str) -> EstimatorSpec:
+    where = f"{section}.{label}"
+    raw = dict(_table(raw, where))
+    name = raw.pop("estimator", label)
+    try:
+        entry = get_estimator(name)
+    except KeyError as exc:
+        raise SpecError(f"[{where}]: {exc.args[0]}") from None
+    kind = "likelihood" if section == "estimators" else "gradient"
+    if entry.kind != kind:
+        home = "estimators" if entry.kind == "likelihood" else "gradients"
+        raise SpecError(f"[{where}]: {name!r} is a {entry.kind} estimator; put it under [{home}]")
+    if "k" not in raw:
+        raise SpecError(f"[{where}] needs k, a list of sample budgets such as [1, 10, 100]")
+    k = _k_list(raw.pop("k"), f"{where}.k")
+    repeats = raw.pop("repeats", None)
+    if repeats is not None:
+        repeats = _int(repeats, f"{where}.repeats")
+    models = raw.pop("models", None)
+    if models is not None:
+        if isinstance(models, str):
+            models = [models]
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise SpecError(f"{where}.models must be a list of model labels, got {models!r}")
+        models = tuple(models)
+    objective = None
+    if kind == "gradient":
+        objective = raw.pop("objective", entry.objectives[0])
+        if objective not in entry.objectives:
+            raise SpecError(f"{where}.objective: {name} estimates {list(entry.objectives)}, not {objective!r}")
+    return EstimatorSpec(label, name, kind, k, raw, objective, repeats, models)
+
+
+def parse_spec(raw: dict[str, Any], base_dir: str = ".") -> Spec:
+    """Validate a spec dict (as read from TOML)."""
+    unknown = set(raw) - {"run", "models", "estimators", "gradients"}
+    if unknown:
+        raise SpecError(f"unknown top-level tables {sorted(unknown)}; expected run, models, estimators, gradients")
+    run = _run(_table(raw.get("run", {}), "run"))
+    models = _table(raw.get("models", {}), "models")
+    if not models:
+        raise SpecError("the spec defines no [models.*]")
+    estimators = _table(raw.get("estimators", {}), "estimators")
+    gradients = _table(raw.get("gradients", {}), "gradients")
+    if not estimators and not gradients:
+        raise SpecError("the spec defines no [estimators.*] or [gradients.*]")
+    spec = Spec(
+        run=run,
+        models=tuple(_model(label, m, run, base_dir) for label, m in models.items()),
+        estimators=tuple(_estimator(label, e, "estimators") for label, e in estimators.items()),
+        gradients=tuple(_estimator(label, g, "gradients") for label, g in gradients.items()),
+        source=copy.deepcopy(raw),
+    )
+    for es in spec.estimators + spec.gradients:
+        unknown = set(es.models or ()) - set(models)
+        if unknown:
+            section = "estimators" if es.kind == "likelihood" else "gradients"
+            raise SpecError(f"{section}.{es.label}.models names unknown model labels {sorted(unknown)}")
+    return spec
+
+
+def load_spec(path: str | os.PathLike[str]) -> Spec:
+    """Read and validate a TOML spec file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise SpecError(f"spec file not found: {path}")
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path} is not valid TOML: {exc}") from None
+    return parse_spec(raw, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def default_spec_text() -> str:
+    return resources.files("lvbench.experiments").joinpath("default.toml").read_text()
+
+
+def default_spec() -> Spec:
+    """The default suite: both toy models and a VAE trained on the bundled digits."""
+    return parse_spec(tomllib.loads(default_spec_text()))

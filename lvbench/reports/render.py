@@ -1,0 +1,200 @@
+"""Write the report of an output folder: CSV summaries, Markdown, and self-contained HTML."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import pandas as pd
+
+from lvbench.experiments.store import ResultStore
+from lvbench.reports.figures import gradient_figures, likelihood_figures
+from lvbench.reports.tables import bdmc_table, gradient_summary, likelihood_summary
+
+__all__ = ["write_report"]
+
+LIKELIHOOD_COLUMNS = [
+    "model",
+    "estimator",
+    "k",
+    "device",
+    "bias",
+    "bias_se",
+    "std",
+    "rmse",
+    "bias_low",
+    "bias_high",
+    "estimates_per_second",
+    "samples_per_second",
+    "peak_memory_mb",
+    "khat_median",
+    "khat_good",
+    "khat_ok",
+    "khat_bad",
+]
+GRADIENT_COLUMNS = [
+    "model",
+    "estimator",
+    "objective",
+    "k",
+    "group",
+    "snr",
+    "trace_variance",
+    "bias_norm",
+    "bias_norm_se",
+    "cosine",
+    "seconds_per_gradient",
+    "reference",
+]
+
+
+def _current(frame: pd.DataFrame, out_dir: str, column: str) -> pd.DataFrame:
+    """Rows of the cells in the most recent spec run in this folder (older cells stay on disk)."""
+    path = os.path.join(out_dir, "cells.json")
+    if frame.empty or not os.path.isfile(path):
+        return frame
+    with open(path) as fh:
+        ids = set(json.load(fh))
+    return frame[frame[column].isin(ids)]
+
+
+def _fmt(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return frame[[c for c in columns if c in frame]]
+
+
+def write_report(out_dir: str) -> dict[str, str]:
+    """Summaries (CSV), figures (PNG), report.md and a self-contained report.html under ``out_dir/report``."""
+    if not os.path.isdir(out_dir) or not os.path.isdir(os.path.join(out_dir, "status")):
+        raise FileNotFoundError(f"{out_dir} is not an lvbench output folder (run `lvbench run --out {out_dir}` first)")
+    store = ResultStore(out_dir)
+    folder = os.path.join(out_dir, "report")
+    figures_dir = os.path.join(folder, "figures")
+    os.makedirs(figures_dir, exist_ok=True)
+    lik = likelihood_summary(_current(store.rows("likelihood"), out_dir, "cell_id"))
+    grad = gradient_summary(_current(store.rows("gradient"), out_dir, "cell_id"))
+    statuses = _current(store.statuses(), out_dir, "id")
+    bdmc = bdmc_table(out_dir)
+    paths = {}
+    if not lik.empty:
+        paths["summary"] = os.path.join(folder, "summary.csv")
+        lik.to_csv(paths["summary"], index=False)
+    if not grad.empty:
+        paths["gradient_summary"] = os.path.join(folder, "gradient_summary.csv")
+        grad.to_csv(paths["gradient_summary"], index=False)
+    figs = {}
+    if not lik.empty:
+        figs.update(likelihood_figures(lik, figures_dir))
+    if not grad.empty:
+        figs.update(gradient_figures(grad, figures_dir))
+    run = {}
+    if os.path.isfile(os.path.join(out_dir, "run.json")):
+        with open(os.path.join(out_dir, "run.json")) as fh:
+            run = json.load(fh)
+    sections = _sections(lik, grad, statuses, bdmc, run)
+    md = _markdown(sections, figs, folder)
+    paths["markdown"] = os.path.join(folder, "report.md")
+    with open(paths["markdown"], "w") as fh:
+        fh.write(md)
+    paths["html"] = os.path.join(folder, "report.html")
+    with open(paths["html"], "w") as fh:
+        fh.write(_html(sections, figs))
+    return paths
+
+
+def _sections(lik, grad, statuses, bdmc, run) -> list[tuple[str, str, pd.DataFrame | None]]:
+    machine = run.get("machine", {})
+    where = (
+        f"Run on {machine.get('cpu', '?')} ({machine.get('cpu_count', '?')} cores), {machine.get('platform', '?')}, "
+        f"torch {machine.get('torch', '?')}, CUDA device: {machine.get('cuda') or 'none'}; "
+        f"executor {run.get('executor', '?')}, {run.get('seconds', float('nan')):.0f} s for the last invocation."
+        if machine
+        else "Machine unknown (no run.json)."
+    )
+    refs = lik.groupby("model")["reference_name"].first().reset_index() if not lik.empty else None
+    sections = [("Where these numbers come from", where, None)]
+    if refs is not None:
+        sections.append(
+            (
+                "References",
+                "Each model's estimates are judged against this reference value of log p(x); "
+                "its standard error is folded into `bias_se`.",
+                refs,
+            )
+        )
+    if not lik.empty:
+        sections.append(
+            (
+                "Likelihood estimators",
+                "Per cell: bias of log p̂(x) against the reference averaged over "
+                "points (bias_se: its standard error; bias_low/high: 95% interval), std across repeats, RMSE, "
+                "throughput, peak memory (CUDA: max allocated; CPU: peak resident size sampled every ms), and "
+                "Pareto k-hat of the importance weights (median, and points per band: good ≤ 0.5 < ok ≤ "
+                "min(1 - 1/log10 k, 0.7) < bad).",
+                _fmt(lik, LIKELIHOOD_COLUMNS),
+            )
+        )
+    if not bdmc.empty:
+        sections.append(
+            (
+                "BDMC sandwich bounds",
+                "Forward AIS (stochastic lower bound) and reverse AIS from the exact "
+                "latent (stochastic upper bound) on data simulated from each model.",
+                bdmc,
+            )
+        )
+    if not grad.empty:
+        sections.append(
+            (
+                "Gradient estimators",
+                "Per study: SNR = mean over coordinates of |E g| / std g, total "
+                "variance, and bias against the exact gradient (or a Monte Carlo reference, with its standard "
+                "error folded into bias_norm_se), for θ (generative) and φ (inference).",
+                _fmt(grad, GRADIENT_COLUMNS),
+            )
+        )
+    if not statuses.empty:
+        other = statuses[statuses["status"] != "done"]
+        if not other.empty:
+            sections.append(
+                (
+                    "Skipped and failed cells",
+                    "",
+                    other[["model", "estimator", "objective", "k", "device", "status", "reason"]],
+                )
+            )
+    return sections
+
+
+def _markdown(sections, figs, folder) -> str:
+    parts = ["# lvbench report\n"]
+    for title, text, table in sections:
+        parts.append(f"## {title}\n\n{text}\n")
+        if table is not None:
+            parts.append(table.to_markdown(index=False, floatfmt=".4g") + "\n")
+    if figs:
+        parts.append("## Figures\n")
+        for title, path in figs.items():
+            parts.append(f"### {title}\n\n![{title}]({os.path.relpath(path, folder)})\n")
+    return "\n".join(parts)
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;
+font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f3f3f3}img{max-width:100%}"""
+
+
+def _html(sections, figs) -> str:
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>lvbench report</title><style>{CSS}</style>"
+        "</head><body><h1>lvbench report</h1>"
+    ]
+    for title, text, table in sections:
+        parts.append(f"<h2>{title}</h2><p>{text}</p>")
+        if table is not None:
+            parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0))
+    for title, path in figs.items():
+        with open(path, "rb") as fh:
+            data = base64.b64encode(fh.read()).decode()
+        parts.append(f"<h3>{title}</h3><img alt='{title}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "".join(parts)
