@@ -22,6 +22,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from lvbench.exact import exact_gradient, has_exact
+from lvbench.measure import sync
 from lvbench.registry import get_estimator
 from lvbench.validation import check_data, check_num_samples
 
@@ -65,11 +66,6 @@ def _layout(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], dict[str,
     return named, slices, groups
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def draw_gradients(
     model: nn.Module,
     x: torch.Tensor,
@@ -97,7 +93,7 @@ def draw_gradients(
     params = {f"model.{n}": p.detach() for n, p in named}
     device = x.device
     values, method = None, "loop"
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     if vectorize:
         try:
@@ -113,7 +109,7 @@ def draw_gradients(
             values, method = torch.cat(parts), "vmap"
         except Exception:  # noqa: BLE001 — not every op has a batching rule: fall back to a loop
             values = None
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
     if values is None:
         rows = []
@@ -128,7 +124,7 @@ def draw_gradients(
                 )
             )
         values = torch.stack(rows)
-    _sync(device)
+    sync(device)
     seconds = (time.perf_counter() - start) / repeats
     return GradientDraws(values.detach(), slices, groups, seconds, method)
 

@@ -36,7 +36,8 @@ def _gpd_fit_shape(exceedances: np.ndarray, prior_weight: float = 10.0) -> float
     theta = 1.0 / x[-1] + (1.0 - np.sqrt(m / (np.arange(1, m + 1) - 0.5))) / (3.0 * quartile)
     k = np.log1p(-theta[:, None] * x[None, :]).mean(axis=1)
     profile = n * (np.log(-theta / k) - k - 1.0)
-    weights = 1.0 / np.exp(profile[None, :] - profile[:, None]).sum(axis=1)
+    with np.errstate(over="ignore"):  # exp overflow -> inf -> weight 0, which is right
+        weights = 1.0 / np.exp(profile[None, :] - profile[:, None]).sum(axis=1)
     theta_hat = float(np.sum(theta * weights))
     k_hat = float(np.log1p(-theta_hat * x).mean())
     return (n * k_hat + prior_weight * 0.5) / (n + prior_weight)

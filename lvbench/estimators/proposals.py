@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
-from torch.distributions import Categorical, Distribution
+from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from lvbench.validation import LvbenchInputError
 
-__all__ = ["Proposal", "resolve_proposal", "uniform_proposal"]
+__all__ = ["Proposal", "resolve_proposal", "sample_with_log_prob", "uniform_proposal"]
 
 Proposal = str | Distribution | Callable[[torch.Tensor], Distribution]
+
+
+def _is_diagonal_normal(q: Distribution) -> bool:
+    return isinstance(q, Independent) and q.reinterpreted_batch_ndims == 1 and type(q.base_dist) is Normal
+
+
+def sample_with_log_prob(q: Distribution, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """c draws z ~ q and log q(z), [c, N, ...] and [c, N]. For a diagonal Gaussian, z = μ + σε and
+    log q(z) = -½‖ε‖² - Σ log σ - (L/2) log 2π, which skips re-deriving ε from z."""
+    if not _is_diagonal_normal(q):
+        z = q.sample((c,))
+        return z, q.log_prob(z)
+    loc, scale = q.base_dist.loc, q.base_dist.scale
+    eps = torch.randn((c, *loc.shape), dtype=loc.dtype, device=loc.device)
+    const = scale.log().sum(-1) + 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+    return loc + scale * eps, -0.5 * eps.square().sum(-1) - const
 
 
 def uniform_proposal(model, n: int) -> Distribution:

@@ -13,8 +13,9 @@ import torch
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "LogMeanExp", "Mean", "chunk_size_for", "chunks", "stream"]
 
-#: Bytes of intermediate tensors one chunk may use.
-DEFAULT_MEMORY_BUDGET = 128 * 2**20
+#: Bytes of intermediate tensors one chunk may use: small enough to stay cache-friendly (measured on
+#: the IWAE-paper VAE: 10-20 samples x 100 points per chunk ran 20% faster than 45 samples).
+DEFAULT_MEMORY_BUDGET = 32 * 2**20
 
 
 def chunk_size_for(model, n_points: int, num_samples: int, budget_bytes: int = DEFAULT_MEMORY_BUDGET) -> int:

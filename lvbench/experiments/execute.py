@@ -9,11 +9,9 @@ reason, and the run goes on. Only the main process writes to the store, as each 
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 import os
 import platform
-import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -30,64 +28,18 @@ from lvbench.experiments.prepare import load_prepared, prepare_model
 from lvbench.experiments.spec import Spec
 from lvbench.experiments.store import ResultStore
 from lvbench.gradient_analysis import analyze_gradients
+from lvbench.measure import PeakMemory, sync
 from lvbench.metrics import effective_sample_size, pareto_khat
 from lvbench.registry import get_estimator
 
 __all__ = ["EXECUTORS", "machine_info", "run_cell", "run_experiment"]
 
 EXECUTORS = ("local", "process", "dask")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 DIAGNOSED = {"naive_mc", "importance", "iwae"}  # estimators whose estimate is an IS average of weights
 
 
 class CellFailure(RuntimeError):
     """The estimator misbehaved (NaN, wrong shape, ...): the cell is marked failed with this reason."""
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _rss_bytes() -> float:
-    """Resident set size of this process (Linux /proc; NaN elsewhere)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return float(fh.read().split()[1]) * PAGE_SIZE
-    except OSError:
-        return math.nan
-
-
-class PeakMemory:
-    """Peak extra memory during a block. CUDA: max allocated minus allocated at entry. CPU: the highest
-    resident set size sampled every millisecond by a background thread, minus the size at entry."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.mb = math.nan
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = float(torch.cuda.memory_allocated(self.device))
-            return self
-        self._start = self._peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.001):
-            self._peak = max(self._peak, _rss_bytes())
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
-            return
-        self._stop.set()
-        self._thread.join()
-        self.mb = (max(self._peak, _rss_bytes()) - self._start) / 2**20
 
 
 def _diagnostics(cell: Cell, model, x: torch.Tensor, max_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,10 +76,10 @@ def _likelihood_cell(cell: Cell, prepared, device: torch.device, diagnostics_max
     estimates, seconds = [], []
     with PeakMemory(device) as memory:
         for _ in range(cell.repeats):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             est = entry(model, x, num_samples=cell.k, **opts)
-            _sync(device)
+            sync(device)
             seconds.append(time.perf_counter() - start)
             _check_estimate(est, x.shape[0])
             estimates.append(est.detach().double().cpu().numpy())

@@ -48,6 +48,11 @@ class LatentVariableModel(nn.Module):
         """log p(x, z) = log p(z) + log p(x | z), broadcasting x [N, D] against z [..., N, *event]."""
         return self.prior().log_prob(z) + self.likelihood(z).log_prob(x)
 
+    def conditioned_log_joint(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """z -> log p(x, z) for fixed x. Estimators that evaluate many z for the same x call this once,
+        so a model can precompute what depends on x alone (the default just closes over x)."""
+        return lambda z: self.log_joint(x, z)
+
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``log_joint``; makes the model usable with ``torch.func.functional_call``."""
         return self.log_joint(x, z)

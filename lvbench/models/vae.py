@@ -7,6 +7,7 @@ Checkpoints are plain tensors and a config dict, loaded with ``weights_only=True
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent
+from torch.nn import functional as F
 
 from lvbench.models.base import ACTIVATIONS, LatentVariableModel, mlp
 from lvbench.models.encoders import GaussianMLPEncoder, diagonal_normal
@@ -67,6 +69,28 @@ class VAE(LatentVariableModel):
         if self.config["likelihood"] == "bernoulli":
             return Independent(Bernoulli(logits=out, validate_args=False), 1, validate_args=False)
         return diagonal_normal(out, self.log_scale.exp().expand_as(out))
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) + log p(x|z) (fused for the Bernoulli likelihood; see ``conditioned_log_joint``)."""
+        return self.conditioned_log_joint(x)(z)
+
+    def conditioned_log_joint(self, x: torch.Tensor):
+        """z -> log p(x, z). Bernoulli, fused: with logits l = h Wᵀ + b from the last hidden layer h,
+        log p(x|z) = Σ_d x_d l_d - softplus(l_d), and Σ_d x_d l_d = h·(x W) + x·b with x W and x·b
+        computed once for all z, so no [.., N, D] tensor beyond the logits themselves is formed."""
+        if self.config["likelihood"] != "bernoulli":
+            return lambda z: self.prior().log_prob(z) + self.likelihood(z).log_prob(x)
+        body, last = self.decoder[:-1], self.decoder[-1]
+        x_weight, x_bias = x @ last.weight, x @ last.bias
+        prior_const = 0.5 * self.latent_dim * math.log(2 * math.pi)
+
+        def log_joint(z: torch.Tensor) -> torch.Tensor:
+            h = body(z)
+            x_dot_logits = (h * x_weight).sum(-1) + x_bias
+            log_prior = -0.5 * z.square().sum(-1) - prior_const  # log N(z; 0, I)
+            return log_prior + x_dot_logits - F.softplus(F.linear(h, last.weight, last.bias)).sum(-1)
+
+        return log_joint
 
     def floats_per_sample(self) -> int:
         return 3 * (self.latent_dim + sum(self.config["hidden"]) + self.data_dim)

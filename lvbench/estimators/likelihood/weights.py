@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch.distributions import Distribution
 
-from lvbench.estimators.proposals import Proposal, resolve_proposal
+from lvbench.estimators.proposals import Proposal, resolve_proposal, sample_with_log_prob
 from lvbench.estimators.streaming import chunk_size_for
 from lvbench.validation import check_data, check_num_samples
 
@@ -16,10 +16,11 @@ __all__ = ["log_importance_weights", "log_weight_sampler", "resolve_chunk_size"]
 
 def log_weight_sampler(model, x: torch.Tensor, q: Distribution) -> Callable[[int], torch.Tensor]:
     """c -> log w [c, N] for c fresh samples z ~ q."""
+    log_joint = model.conditioned_log_joint(x) if hasattr(model, "conditioned_log_joint") else None
 
     def draw(c: int) -> torch.Tensor:
-        z = q.sample((c,))
-        return model.log_joint(x, z) - q.log_prob(z)
+        z, log_q = sample_with_log_prob(q, c)
+        return (log_joint(z) if log_joint else model.log_joint(x, z)) - log_q
 
     return draw
 
