@@ -139,7 +139,7 @@ def _iwae_peak_memory(device: str, points: int, k: int) -> dict:
     iwae = lvbench.get_estimator("iwae")
     sync(device)
     start = time.perf_counter()
-    with PeakMemory(device) as mem:
+    with PeakMemory(device, method="rss") as mem:
         iwae(model, x, num_samples=k)
         sync(device)
     return {"peak_extra_mb": mem.mb, "seconds": time.perf_counter() - start}

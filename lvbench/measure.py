@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 import threading
 
 import torch
@@ -30,22 +32,38 @@ def _rss_bytes() -> float:
 
 
 class PeakMemory:
-    """Peak extra memory during a block. CUDA: max allocated minus allocated at entry. CPU: the highest
-    resident set size sampled every millisecond by a background thread, minus the size at entry."""
+    """Peak memory allocated by torch during a block, beyond what was live at entry, in MiB (``.mb``).
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU, ``method="profiler"`` (default): the running sum of
+    the bytes each operator allocates and frees, in time order, from ``torch.profiler`` with
+    ``profile_memory=True`` (operator granularity: a temporary that lives and dies inside one operator is
+    not counted; several times slower, so measure an untimed run). CPU, ``method="rss"``: the highest
+    resident set size sampled every millisecond, minus the size at entry; meaningful in a fresh process
+    only, since freed memory is reused without growing the resident set again.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", method: str = "profiler"):
+        if method not in ("profiler", "rss"):
+            raise ValueError(f"method must be 'profiler' or 'rss', got {method!r}")
         self.device = torch.device(device)
+        self.method = method
         self.mb = math.nan
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = float(torch.cuda.memory_allocated(self.device))
-            return self
-        self._start = self._peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        elif self.method == "profiler":
+            from torch.profiler import ProfilerActivity, profile
+
+            self._profile = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+            with _muted_stderr():  # the profiler logs a line to fd 2 as it starts and stops
+                self._profile.__enter__()
+        else:
+            self._start = self._peak = _rss_bytes()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
         return self
 
     def _sample(self) -> None:
@@ -55,7 +73,36 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
             self.mb = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
-            return
-        self._stop.set()
-        self._thread.join()
-        self.mb = (max(self._peak, _rss_bytes()) - self._start) / 2**20
+        elif self.method == "profiler":
+            with _muted_stderr():
+                self._profile.__exit__(None, None, None)
+            self.mb = _peak_live_bytes(self._profile.events()) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.mb = (max(self._peak, _rss_bytes()) - self._start) / 2**20
+
+
+@contextlib.contextmanager
+def _muted_stderr():
+    """Silence file descriptor 2 (C++ logging included) for the duration of the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _peak_live_bytes(events) -> float:
+    """Peak of the running sum of bytes allocated (+) and freed (-) by operators, in time order."""
+    changes = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in events if e.self_cpu_memory_usage)
+    live = peak = 0
+    for _, change in changes:
+        live += change
+        peak = max(peak, live)
+    return float(peak)
