@@ -109,11 +109,15 @@ def gradient_draws(model, x, k: int, repeats: int, estimators=("reparam", "dreg"
         vec = draw_gradients(model, x, estimator, k, repeats, objective, vectorize=True, batch=repeats)
         torch.manual_seed(0)
         loop = draw_gradients(model, x, estimator, k, repeats, objective, vectorize=False)
+        torch.manual_seed(0)
+        auto = draw_gradients(model, x, estimator, k, repeats, objective, vectorize="auto", batch=repeats)
         out[f"{estimator}-{objective}-k{k}"] = {
             "vmap_s_per_gradient": vec.seconds_per_gradient,
             "loop_s_per_gradient": loop.seconds_per_gradient,
-            "speedup": loop.seconds_per_gradient / vec.seconds_per_gradient,
-            "method": vec.method,
+            "auto_s_per_gradient": auto.seconds_per_gradient,
+            "auto_method": auto.method,
+            "vmap_speedup": loop.seconds_per_gradient / vec.seconds_per_gradient,
+            "auto_speedup": loop.seconds_per_gradient / auto.seconds_per_gradient,
         }
     return out
 
@@ -139,7 +143,7 @@ def _iwae_peak_memory(device: str, points: int, k: int) -> dict:
     iwae = lvbench.get_estimator("iwae")
     sync(device)
     start = time.perf_counter()
-    with PeakMemory(device, method="rss") as mem:
+    with PeakMemory(device) as mem:
         iwae(model, x, num_samples=k)
         sync(device)
     return {"peak_extra_mb": mem.mb, "seconds": time.perf_counter() - start}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 import sys
@@ -34,15 +35,15 @@ def _rss_bytes() -> float:
 class PeakMemory:
     """Peak memory allocated by torch during a block, beyond what was live at entry, in MiB (``.mb``).
 
-    CUDA: ``torch.cuda.max_memory_allocated``. CPU, ``method="profiler"`` (default): the running sum of
-    the bytes each operator allocates and frees, in time order, from ``torch.profiler`` with
-    ``profile_memory=True`` (operator granularity: a temporary that lives and dies inside one operator is
-    not counted; several times slower, so measure an untimed run). CPU, ``method="rss"``: the highest
-    resident set size sampled every millisecond, minus the size at entry; meaningful in a fresh process
-    only, since freed memory is reused without growing the resident set again.
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU, ``method="rss"`` (default): freed heap pages are
+    first returned to the OS (glibc ``malloc_trim``), then the resident set size is sampled every
+    millisecond; the peak minus the size at entry (page granularity; includes non-torch allocations).
+    CPU, ``method="profiler"``: the running sum of the bytes each operator allocates and frees, in time
+    order, from ``torch.profiler`` (exact for torch at operator granularity, but many times slower for
+    estimators made of many small operators, such as AIS). Measure an untimed run either way.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", method: str = "profiler"):
+    def __init__(self, device: torch.device | str = "cpu", method: str = "rss"):
         if method not in ("profiler", "rss"):
             raise ValueError(f"method must be 'profiler' or 'rss', got {method!r}")
         self.device = torch.device(device)
@@ -60,6 +61,7 @@ class PeakMemory:
             with _muted_stderr():  # the profiler logs a line to fd 2 as it starts and stops
                 self._profile.__enter__()
         else:
+            _trim_heap()
             self._start = self._peak = _rss_bytes()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -81,6 +83,14 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self.mb = (max(self._peak, _rss_bytes()) - self._start) / 2**20
+
+
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS so that the resident set tracks live memory (glibc only)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @contextlib.contextmanager

@@ -282,3 +282,25 @@ def test_log_marginal_reference_is_exact():
     fd = central_difference(lambda p: lg_log_marginal(xn, p["weight"], p["bias"], sigma).mean(), params)
     np.testing.assert_allclose(g["weight"].numpy(), fd["weight"], atol=1e-6)
     np.testing.assert_allclose(g["bias"].numpy(), fd["bias"], atol=1e-6)
+
+
+@lvbench.estimators.estimator(
+    "test_unbatchable_reparam", kind="gradient", needs=("reparameterizable", "encoder"), objectives=("elbo",)
+)
+def _unbatchable(model, x, k, objective="elbo"):
+    """The reparam surrogate behind a data-dependent Python branch, which vmap cannot batch."""
+    surrogate = lvbench.get_estimator("reparam")(model, x, num_samples=k, objective=objective)
+    if float(surrogate.detach()) > 1e30:
+        raise RuntimeError("unreachable")
+    return surrogate
+
+
+def test_draws_fall_back_to_a_loop_where_vmap_cannot_batch_and_auto_picks_the_faster():
+    m = lg_model(13)
+    x, _ = m.sample(3)
+    for vectorize in (True, "auto"):
+        d = draw_gradients(m, x, "test_unbatchable_reparam", 2, repeats=40, vectorize=vectorize)
+        assert d.method == "loop" and d.values.shape[0] == 40
+    assert draw_gradients(m, x, "reparam", 2, repeats=40, vectorize="auto").method == "vmap"  # ~15x faster here
+    with pytest.raises(ValueError, match="vectorize"):
+        draw_gradients(m, x, "reparam", 2, repeats=4, vectorize="yes")

@@ -128,7 +128,8 @@ def _sections(lik, grad, statuses, bdmc, run) -> list[tuple[str, str, pd.DataFra
                 "Likelihood estimators",
                 "Per cell: bias of log p̂(x) against the reference averaged over "
                 "points (bias_se: its standard error; bias_low/high: 95% interval), std across repeats, RMSE, "
-                "throughput, peak memory (CUDA: max allocated; CPU: operator-level peak of torch allocations), and "
+                "throughput, peak memory (CUDA: max allocated; CPU: peak resident memory "
+                "sampled every ms after trimming the heap), and "
                 "Pareto k-hat of the importance weights (median, and points per band: good ≤ 0.5 < ok ≤ "
                 "min(1 - 1/log10 k, 0.7) < bad).",
                 _fmt(lik, LIKELIHOOD_COLUMNS),
