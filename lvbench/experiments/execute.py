@@ -207,6 +207,29 @@ def _run_dask(
             cluster.close()
 
 
+def source_info() -> dict[str, Any]:
+    """The lvbench version and, for a git checkout, its commit (with a mark if it has local changes)."""
+    import subprocess
+
+    import lvbench
+
+    here = os.path.dirname(os.path.abspath(lvbench.__file__))
+    info: dict[str, Any] = {"lvbench": lvbench.__version__, "commit": None}
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if commit.returncode == 0:
+            info["commit"] = commit.stdout.strip() + ("+local changes" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
 def machine_info() -> dict[str, Any]:
     """Where the numbers came from."""
     cpu = platform.processor() or platform.machine()
@@ -282,6 +305,7 @@ def run_experiment(
         json.dump(
             {
                 "machine": machine_info(),
+                "source": source_info(),
                 "executor": executor,
                 "workers": workers,
                 "seconds": time.time() - started,

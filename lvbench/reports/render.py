@@ -107,7 +107,8 @@ def _sections(lik, grad, statuses, bdmc, run) -> list[tuple[str, str, pd.DataFra
     where = (
         f"Run on {machine.get('cpu', '?')} ({machine.get('cpu_count', '?')} cores), {machine.get('platform', '?')}, "
         f"torch {machine.get('torch', '?')}, CUDA device: {machine.get('cuda') or 'none'}; "
-        f"executor {run.get('executor', '?')}, {run.get('seconds', float('nan')):.0f} s for the last invocation."
+        f"executor {run.get('executor', '?')}, {run.get('seconds', float('nan')):.0f} s for the last invocation; "
+        f"lvbench {run.get('source', {}).get('lvbench', '?')} at commit {run.get('source', {}).get('commit') or '?'}."
         if machine
         else "Machine unknown (no run.json)."
     )
