@@ -208,16 +208,33 @@ def reference_gradient(
     num_samples: int,
     draws: int = 2000,
     monte_carlo: bool = False,
+    avoid: str | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, str]:
     """The exact gradient where a model allows (SE None), else (or with ``monte_carlo``) the mean of
-    ``draws`` reparameterized (unbiased) gradients with its standard error. Returns (mean, se, what)."""
+    ``draws`` gradients from a plain unbiased estimator other than ``avoid`` (the one under study, whose
+    bias a reference made of its own draws could not reveal), with its standard error.
+    Returns (mean, se, what)."""
     if has_exact(model, objective, num_samples, x.shape[0]) and not monte_carlo:
         return exact_gradient(model, x, objective, num_samples), None, "exact"
-    est = "reparam" if "reparameterizable" in model.capabilities() else "score_function"
+    est = _reference_estimator(model, objective, num_samples, avoid)
     d = draw_gradients(model, x, est, num_samples, draws, objective)
     mean, se = d.values.mean(0), d.values.std(0) / math.sqrt(draws)
-    unpack = {n: mean[s] for n, s in d.slices.items()}, {n: se[s] for n, s in d.slices.items()}
-    return unpack[0], unpack[1], f"{est} mean of {draws} draws"
+    by_name = {n: mean[s] for n, s in d.slices.items()}, {n: se[s] for n, s in d.slices.items()}
+    return *by_name, f"{est} mean of {draws} draws"
+
+
+def _reference_estimator(model: nn.Module, objective: str, k: int, avoid: str | None) -> str:
+    """The plainest unbiased estimator that applies and is not ``avoid``: pathwise (then DReG for IWAE)
+    for reparameterizable latents, else score function with a leave-one-out baseline (k >= 2), then
+    without one."""
+    if "reparameterizable" in model.capabilities():
+        candidates = ["reparam", "dreg", "score_function"]
+    else:
+        candidates = ["score_function_loo", "score_function"]
+    usable = [
+        c for c in candidates if c != avoid and objective in get_estimator(c).objectives and get_estimator(c).min_k <= k
+    ]
+    return usable[0]
 
 
 def summarize_gradients(
@@ -297,7 +314,7 @@ def analyze_gradients(
             raise ValueError(f"no exact {objective} gradient (k={num_samples}) for {type(model).__name__}")
         if reference == "mc" or (reference == "auto" and not has_exact(model, objective, num_samples, x.shape[0])):
             mean, se, ref_kind = reference_gradient(
-                model, x, objective, num_samples, reference_draws, monte_carlo=(reference == "mc")
+                model, x, objective, num_samples, reference_draws, monte_carlo=(reference == "mc"), avoid=estimator
             )
         else:
             mean, se, ref_kind = exact_gradient(model, x, objective, num_samples), None, "exact"
