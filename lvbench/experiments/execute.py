@@ -298,7 +298,7 @@ def run_experiment(
             info["traceback"] = result["traceback"]
         store.write(cell, result["status"], result["rows"], result["reason"], **info)
         counts[result["status"]] += 1
-        bar.set_postfix_str(cell.describe()[:60])
+        bar.set_postfix_str(f"last: {cell.describe()}"[:70])
         bar.update()
     bar.close()
     with open(os.path.join(out_dir, "run.json"), "w") as fh:
