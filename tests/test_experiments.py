@@ -208,6 +208,19 @@ def test_process_pool_and_dask_give_identical_results(tmp_path):
     np.testing.assert_allclose(_estimates(str(tmp_path / "dask")), local, rtol=1e-6)
 
 
+def test_dask_executor_connects_to_an_existing_scheduler_by_address(tmp_path):
+    from dask.distributed import LocalCluster
+
+    spec = tiny(gradients={}, estimators={"iwae": {"k": [4]}})
+    run_experiment(spec, str(tmp_path / "local"), progress=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        counts = run_experiment(
+            spec, str(tmp_path / "remote"), scheduler=cluster.scheduler_address, executor="dask", progress=False
+        )
+    assert counts["done"] == 2
+    np.testing.assert_allclose(_estimates(str(tmp_path / "remote")), _estimates(str(tmp_path / "local")), rtol=1e-6)
+
+
 def test_report_tables_figures_and_html(tmp_path):
     run_experiment(tiny(), str(tmp_path), progress=False)
     paths = write_report(str(tmp_path))
