@@ -39,6 +39,15 @@ def tiny(**changes):
     return parse_spec(raw)
 
 
+def test_available_devices_expand_to_cpu_and_cuda_when_present():
+    from lvbench.experiments.execute import resolve_devices
+
+    expected = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+    assert resolve_devices(("available",)) == expected
+    assert resolve_devices(("cpu", "available")) == expected
+    assert default_spec().run.devices == ("available",)
+
+
 def test_default_spec_is_valid_and_documents_every_section():
     spec = default_spec()
     assert {m.label for m in spec.models} == {"lg", "mix", "digits_vae"}

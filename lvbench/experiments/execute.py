@@ -230,6 +230,16 @@ def source_info() -> dict[str, Any]:
     return info
 
 
+def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
+    """Expand "available" into "cpu" plus "cuda" when a GPU is present, keeping order, without repeats."""
+    out: list[str] = []
+    for d in devices:
+        for name in (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])) if d == "available" else [d]:
+            if name not in out:
+                out.append(name)
+    return tuple(out)
+
+
 def machine_info() -> dict[str, Any]:
     """Where the numbers came from."""
     cpu = platform.processor() or platform.machine()
@@ -273,7 +283,7 @@ def run_experiment(
     for ms in tqdm(spec.models, desc="prepare models", disable=not progress, leave=False):
         prepare_model(ms, spec.run, out_dir, progress=progress)
         models[ms.label] = load_prepared(out_dir, ms.label).model
-    device_list = tuple(devices) if devices else spec.run.devices
+    device_list = resolve_devices(tuple(devices) if devices else spec.run.devices)
     cells, skipped = expand(spec, models, device_list)
     no_cuda = [c for c in cells if c.device.startswith("cuda") and not torch.cuda.is_available()]
     skipped += [(c, "CUDA is not available on this machine") for c in no_cuda]

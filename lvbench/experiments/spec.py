@@ -104,8 +104,8 @@ def _run(raw: dict[str, Any]) -> RunSettings:
     if not isinstance(devices, list) or not devices or not all(isinstance(d, str) for d in devices):
         raise SpecError(f"run.devices must be a list of device names like ['cpu', 'cuda'], got {devices!r}")
     for d in devices:
-        if not (d == "cpu" or d.startswith("cuda")):
-            raise SpecError(f"run.devices: unknown device {d!r} (expected 'cpu' or 'cuda[:N]')")
+        if not (d in ("cpu", "available") or d.startswith("cuda")):
+            raise SpecError(f"run.devices: unknown device {d!r} (expected 'cpu', 'cuda[:N]' or 'available')")
     dtype = raw.get("dtype", "float32")
     if dtype not in DTYPES:
         raise SpecError(f"run.dtype must be one of {DTYPES}, got {dtype!r}")
