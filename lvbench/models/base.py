@@ -21,7 +21,14 @@ from torch.distributions import Distribution
 
 from lvbench.validation import check_data
 
-__all__ = ["LatentVariableModel"]
+__all__ = ["LatentVariableModel", "conditioned_log_joint"]
+
+
+def conditioned_log_joint(model, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z -> log p(x, z) for fixed x: the model's ``conditioned_log_joint`` where it has one (any
+    protocol model may lack it), else a closure over ``log_joint``."""
+    method = getattr(model, "conditioned_log_joint", None)
+    return method(x) if method is not None else (lambda z: model.log_joint(x, z))
 
 
 class LatentVariableModel(nn.Module):

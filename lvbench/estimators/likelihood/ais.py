@@ -19,9 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution
 
-from lvbench.estimators.base import estimator
+from lvbench.estimators.base import IncompatibleError, estimator
 from lvbench.estimators.proposals import resolve_proposal
 from lvbench.estimators.streaming import LogMeanExp, chunk_size_for, chunks
+from lvbench.models.base import conditioned_log_joint
+from lvbench.registry import incompatibility
 from lvbench.validation import LvbenchInputError, check_data, check_num_samples
 
 __all__ = ["AISConfig", "ais", "ais_log_weights", "annealing_schedule", "bdmc", "pilot_step_sizes"]
@@ -59,12 +61,12 @@ class _Path:
     """The annealing path for a batch of points: h(z) = log p(x, z) - log π₀(z) and its z-gradient."""
 
     def __init__(self, model, x: torch.Tensor, base: Distribution):
-        self.model, self.x, self.base = model, x, base
+        self.log_joint, self.base = conditioned_log_joint(model, x), base
 
     def terms(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log π₀(z), h(z)) [C, N]."""
         log_base = self.base.log_prob(z)
-        return log_base, self.model.log_joint(self.x, z) - log_base
+        return log_base, self.log_joint(z) - log_base
 
     def log_target_and_grad(self, z: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
@@ -223,8 +225,9 @@ def bdmc(
             f"z must be a tensor of shape [N={x.shape[0]}, *{tuple(model.prior().event_shape)}], "
             f"got {tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}"
         )
-    if "continuous_latent" not in model.capabilities():
-        raise LvbenchInputError(f"bdmc needs a continuous latent; {type(model).__name__} has a discrete one")
+    reason = incompatibility("ais", model)  # bdmc runs AIS both ways: the same needs
+    if reason is not None:
+        raise IncompatibleError(f"bdmc: {reason}")
     z = z.to(dtype=x.dtype, device=x.device)
     eps = pilot_step_sizes(model, x, cfg)
     forward, _ = ais_log_weights(model, x, chains, cfg, eps)

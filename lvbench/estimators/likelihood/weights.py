@@ -9,6 +9,7 @@ from torch.distributions import Distribution
 
 from lvbench.estimators.proposals import Proposal, resolve_proposal, sample_with_log_prob
 from lvbench.estimators.streaming import chunk_size_for
+from lvbench.models.base import conditioned_log_joint
 from lvbench.validation import check_data, check_num_samples
 
 __all__ = ["log_importance_weights", "log_weight_sampler", "resolve_chunk_size"]
@@ -16,11 +17,11 @@ __all__ = ["log_importance_weights", "log_weight_sampler", "resolve_chunk_size"]
 
 def log_weight_sampler(model, x: torch.Tensor, q: Distribution) -> Callable[[int], torch.Tensor]:
     """c -> log w [c, N] for c fresh samples z ~ q."""
-    log_joint = model.conditioned_log_joint(x) if hasattr(model, "conditioned_log_joint") else None
+    log_joint = conditioned_log_joint(model, x)
 
     def draw(c: int) -> torch.Tensor:
         z, log_q = sample_with_log_prob(q, c)
-        return (log_joint(z) if log_joint else model.log_joint(x, z)) - log_q
+        return log_joint(z) - log_q
 
     return draw
 
