@@ -95,6 +95,9 @@ def test_ais_refuses_discrete_latents_and_bad_options():
         lvbench.get_estimator("ais")(m, x, num_samples=2, start="posterior")
     with pytest.raises(lvbench.LvbenchInputError, match="shape"):
         bdmc(m, x, torch.zeros(3, 2, dtype=torch.float64))
+    xg, zg = gmm.sample(2)
+    with pytest.raises(lvbench.IncompatibleError, match="bdmc: ais needs continuous_latent"):
+        bdmc(gmm, xg, zg)
 
 
 def test_bdmc_brackets_the_exact_value_and_narrows_with_steps():

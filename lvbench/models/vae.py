@@ -79,7 +79,7 @@ class VAE(LatentVariableModel):
         log p(x|z) = Σ_d x_d l_d - softplus(l_d), and Σ_d x_d l_d = h·(x W) + x·b with x W and x·b
         computed once for all z, so no [.., N, D] tensor beyond the logits themselves is formed."""
         if self.config["likelihood"] != "bernoulli":
-            return lambda z: self.prior().log_prob(z) + self.likelihood(z).log_prob(x)
+            return lambda z: LatentVariableModel.log_joint(self, x, z)
         body, last = self.decoder[:-1], self.decoder[-1]
         x_weight, x_bias = x @ last.weight, x @ last.bias
         prior_const = 0.5 * self.latent_dim * math.log(2 * math.pi)

@@ -32,7 +32,7 @@ def likelihood_summary(rows: pd.DataFrame) -> pd.DataFrame:
         stats["bias_se"] = float(math.hypot(stats["bias_se"], reference_se)) if est.shape[0] > 1 else reference_se
         seconds = cell.groupby("repeat")["seconds"].first().mean()
         khat = cell.groupby("point")["khat"].first().to_numpy()
-        bands = pd.Series(khat_band(khat[np.isfinite(khat) | np.isneginf(khat)], k)).value_counts()
+        bands = pd.Series(khat_band(khat[~np.isnan(khat)], k)).value_counts()
         has_khat = not np.isnan(khat).all()
         out.append(
             {
