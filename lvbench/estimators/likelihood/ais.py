@@ -171,7 +171,7 @@ def _chain_batch(model, x: torch.Tensor, chains: int, chain_batch: int | None) -
     if chain_batch is not None:
         return min(check_num_samples(chain_batch, "chain_batch"), chains)
     # each leapfrog step keeps a graph of one log_joint: budget as for the IS estimators
-    return chunk_size_for(model, x.shape[0], chains)
+    return chunk_size_for(model, x, chains)
 
 
 @estimator(

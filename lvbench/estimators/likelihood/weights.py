@@ -29,7 +29,7 @@ def log_weight_sampler(model, x: torch.Tensor, q: Distribution) -> Callable[[int
 def resolve_chunk_size(model, x: torch.Tensor, k: int, chunk_size: int | None) -> int:
     """The user's ``chunk_size`` (checked) or one chosen from the memory budget."""
     if chunk_size is None:
-        return chunk_size_for(model, x.shape[0], k)
+        return chunk_size_for(model, x, k)
     return min(check_num_samples(chunk_size, "chunk_size"), k)
 
 
