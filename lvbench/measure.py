@@ -8,10 +8,13 @@ import math
 import os
 import sys
 import threading
+import warnings
+from collections import Counter
 
 import torch
+from torch.overrides import TorchFunctionMode
 
-__all__ = ["PeakMemory", "sync"]
+__all__ = ["SYNCING_CALLS", "HostSyncs", "PeakMemory", "sync"]
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -21,6 +24,72 @@ def sync(device: torch.device | str) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+#: Tensor methods and torch functions that need a device value on the host, so on CUDA block until the
+#: queue catches up: conversions to Python, copies to the CPU, and ops whose output size depends on data.
+SYNCING_CALLS = frozenset(
+    {
+        "__bool__", "__int__", "__float__", "__index__", "__complex__", "item", "tolist", "numpy", "cpu",
+        "nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "equal", "allclose",
+    }
+)  # fmt: skip
+
+
+class HostSyncs(TorchFunctionMode):
+    """Counts the host synchronisations a block of torch code asks for: ``.counts`` by call, ``.total``.
+
+    On every device, the calls in ``SYNCING_CALLS`` and boolean-mask indexing, seen through a
+    ``TorchFunctionMode``: the count is the same on the CPU, where they are free, as on CUDA, where each
+    stalls the launch queue, so a test on a CPU-only machine proves a hot loop free of them. On CUDA it
+    also records in ``.cuda_runtime`` the synchronisations the runtime itself reports
+    (``torch.cuda.set_sync_debug_mode("warn")``), which include those made inside C++ operators.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+        self.cuda_runtime = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in SYNCING_CALLS:
+            self.counts[name] += 1
+        elif name in ("__getitem__", "__setitem__") and any(_is_mask(a) for a in _flat(args[1:2])):
+            self.counts[f"{name}[bool mask]"] += 1
+        return func(*args, **(kwargs or {}))
+
+    def __enter__(self) -> HostSyncs:
+        self._cuda = torch.cuda.is_available()
+        if self._cuda:
+            self._mode = torch.cuda.get_sync_debug_mode()
+            self._warnings = warnings.catch_warnings(record=True)
+            self._caught = self._warnings.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        return super().__enter__()
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        if self._cuda:
+            torch.cuda.set_sync_debug_mode(self._mode)
+            self._warnings.__exit__(*exc)
+            self.cuda_runtime = sum("synchronizing" in str(w.message) for w in self._caught)
+
+
+def _flat(items) -> list:
+    out = []
+    for item in items:
+        out.extend(_flat(item) if isinstance(item, (tuple, list)) else [item])
+    return out
+
+
+def _is_mask(index: object) -> bool:
+    return isinstance(index, torch.Tensor) and index.dtype == torch.bool
 
 
 def _rss_bytes() -> float:

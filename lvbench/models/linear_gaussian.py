@@ -63,7 +63,7 @@ class LinearGaussian(LatentVariableModel):
         """Exact log N(x; b, W Wᵀ + σ² I) [N]."""
         x = self.check_data(x)
         diag = (self.noise_std**2).expand(self.data_dim)
-        return LowRankMultivariateNormal(self.bias, self.weight, diag).log_prob(x)
+        return LowRankMultivariateNormal(self.bias, self.weight, diag, validate_args=False).log_prob(x)
 
     def posterior_precision(self) -> torch.Tensor:
         """Λ = I + Wᵀ W / σ² (the posterior precision, the same for every x)."""

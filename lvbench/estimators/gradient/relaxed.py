@@ -9,8 +9,11 @@ price of variance).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
-from torch.distributions import Categorical
+from torch.distributions import Categorical, Distribution
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 from lvbench.estimators.base import estimator
@@ -37,8 +40,21 @@ def gumbel_softmax(
         raise LvbenchInputError(f"gumbel_softmax needs a Categorical encoder, got {type(q).__name__}")
     tau = torch.as_tensor(temperature, dtype=x.dtype, device=x.device)
     tau_p = tau if prior_temperature is None else torch.as_tensor(prior_temperature, dtype=x.dtype, device=x.device)
-    q_relaxed = ExpRelaxedCategorical(tau, logits=q.logits)
-    p_relaxed = ExpRelaxedCategorical(tau_p, logits=model.prior().logits)
+    with _unvalidated():
+        q_relaxed = ExpRelaxedCategorical(tau, logits=q.logits, validate_args=False)
+        p_relaxed = ExpRelaxedCategorical(tau_p, logits=model.prior().logits, validate_args=False)
     log_z = q_relaxed.rsample((k,))  # [k, N, C], log of a point on the simplex
     lw = model.relaxed_likelihood(log_z.exp()).log_prob(x) + p_relaxed.log_prob(log_z) - q_relaxed.log_prob(log_z)
     return batch_objective(lw, objective).mean()
+
+
+@contextlib.contextmanager
+def _unvalidated() -> Iterator[None]:
+    """Argument validation off while building: ExpRelaxedCategorical's inner Categorical does not take
+    ``validate_args``, and each check reads a device value on the host (a sync per call on CUDA)."""
+    previous = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(previous)
