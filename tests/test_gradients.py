@@ -6,12 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from reference_numpy import central_difference, gmm_objective, lg_elbo, lg_log_marginal
+from helpers import assert_unbiased, gmm_model, gmm_numpy_gradient, lg_model, lg_numpy_elbo_gradient
+from reference_numpy import central_difference, lg_log_marginal
 from scipy import stats
 
 import lvbench
 from lvbench.gradient_analysis import analyze_gradients, draw_gradients, per_coordinate, summarize_gradients
-from lvbench.models import GaussianMixture, LinearGaussian
+from lvbench.models import LinearGaussian
 
 GRADIENT = ["dreg", "enumeration", "gumbel_softmax", "reparam", "score_function", "score_function_loo", "stl", "vimco"]
 
@@ -21,45 +22,6 @@ def test_registry_lists_all_gradient_estimators():
     for name in GRADIENT:
         assert lvbench.get_estimator(name).objectives
     assert "unbiased" not in lvbench.get_estimator("gumbel_softmax").properties
-
-
-def lg_model(seed=0):
-    torch.manual_seed(seed)
-    m = LinearGaussian.random(3, 2, 0.8, seed=seed, dtype=torch.float64)
-    with torch.no_grad():
-        m.encoder.weight.normal_(0, 0.4)
-        m.encoder.bias.normal_(0, 0.3)
-        m.encoder.log_scale.normal_(-0.4, 0.2)
-    return m
-
-
-def lg_numpy_elbo_gradient(m, x):
-    params = {
-        "weight": m.weight.detach().numpy().copy(),
-        "bias": m.bias.detach().numpy().copy(),
-        "encoder.weight": m.encoder.weight.detach().numpy().copy(),
-        "encoder.bias": m.encoder.bias.detach().numpy().copy(),
-        "encoder.log_scale": m.encoder.log_scale.detach().numpy().copy(),
-    }
-    xn, sigma = x.numpy(), float(m.noise_std)
-
-    def f(p):
-        return lg_elbo(
-            xn, p["weight"], p["bias"], sigma, p["encoder.weight"], p["encoder.bias"], p["encoder.log_scale"]
-        ).mean()
-
-    return central_difference(f, params)
-
-
-def assert_unbiased(draws, reference: dict, z=5.0):
-    """Every coordinate's mean within z standard errors of the reference (and not all trivially zero)."""
-    ref = draws.vector({n: torch.as_tensor(v) for n, v in reference.items()})
-    mean = draws.values.mean(0)
-    se = draws.values.std(0) / math.sqrt(draws.values.shape[0])
-    err = (mean - ref).abs()
-    bad = err > z * se + 1e-7
-    assert not bad.any(), f"max |bias|/se = {(err / se.clamp_min(1e-30)).max():.2f} at {bad.nonzero().flatten()[:5]}"
-    assert se.max() > 0 or torch.allclose(mean, ref)
 
 
 @pytest.mark.parametrize(
@@ -117,24 +79,6 @@ def test_stl_is_biased_for_iwae_at_large_k_while_dreg_is_not():
     se = (reparam.values.var(0) / 4000 + stl.values.var(0) / 4000).sqrt()[phi]
     z = (reparam.values.mean(0) - stl.values.mean(0)).abs()[phi] / se
     assert z.max() > 8, z.max()
-
-
-def gmm_model(seed=0, components=3):
-    torch.manual_seed(seed)
-    return GaussianMixture.random(2, components, separation=1.5, seed=seed, dtype=torch.float64)
-
-
-def gmm_numpy_gradient(m, x, objective, k=1):
-    names = [n for n, _ in m.named_parameters()]
-    params = {n: p.detach().numpy().copy() for n, p in m.named_parameters()}
-    xn = x.numpy()
-    layer_names = [n for n in names if n.startswith("encoder")]
-
-    def f(p):
-        layers = [(p[layer_names[i]], p[layer_names[i + 1]]) for i in range(0, len(layer_names), 2)]
-        return gmm_objective(xn, p["logits"], p["means"], np.exp(p["log_stds"]), layers, objective, k).mean()
-
-    return central_difference(f, params)
 
 
 @pytest.mark.parametrize(
@@ -324,3 +268,19 @@ def test_auto_keeps_the_faster_method_and_all_pilot_draws(monkeypatch, vmap_seco
     d = draw_gradients(m, x, "reparam", 2, repeats=40, vectorize="auto", batch=8)
     assert d.method == expected and d.values.shape[0] == 40
     assert d.values.std(0).max() > 0  # independent draws, pilots included
+
+
+def test_default_vmap_batch_fits_the_memory_budget():
+    """Draws are batched as many as fit a chunk's budget: all R for a toy model, one at a time where a
+    single draw's activations fill it (a fixed batch would exhaust memory at large N·k)."""
+    from lvbench.models import VAE
+
+    m = lg_model()
+    x, _ = m.sample(4)
+    assert draw_gradients(m, x, "reparam", 2, repeats=40, vectorize=True).batch == 40
+    vae = VAE(784, 8, (16,))
+    xv, _ = vae.sample(100)  # 100 points x 3 (8 + 16 + 784) floats x 8 bytes x k = 100: 194 MB per draw
+    draws = draw_gradients(vae, xv, "reparam", 100, repeats=3, vectorize=True)
+    assert draws.batch == 1 and draws.values.shape == (3, sum(p.numel() for p in vae.parameters()))
+    with pytest.raises(lvbench.LvbenchInputError, match="batch"):
+        draw_gradients(m, x, "reparam", 2, repeats=4, batch=0)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from reference_numpy import gmm_log_marginal, lg_log_marginal
+from helpers import numpy_truth
 
 import lvbench
 from lvbench.estimators.likelihood import log_importance_weights
@@ -24,22 +24,6 @@ def est(name):
 
 def repeat(name, model, x, k, r, **opts):
     return torch.stack([est(name)(model, x, num_samples=k, **opts) for _ in range(r)]).double()
-
-
-def numpy_truth(model, x):
-    if isinstance(model, LinearGaussian):
-        return lg_log_marginal(
-            x.double().numpy(),
-            model.weight.detach().double().numpy(),
-            model.bias.detach().double().numpy(),
-            float(model.noise_std),
-        )
-    return gmm_log_marginal(
-        x.double().numpy(),
-        model.logits.detach().double().numpy(),
-        model.means.detach().double().numpy(),
-        model.log_stds.exp().detach().double().numpy(),
-    )
 
 
 def test_registry_lists_the_four():
@@ -191,3 +175,19 @@ def test_four_million_samples_in_flat_memory():
     extra_mib = float(out.stdout.strip().splitlines()[-1])
     # unchunked, the 4e6 x 2 x 20 likelihood means alone would be 640 MiB, several such tensors live at once
     assert extra_mib < 400, extra_mib
+
+
+def test_chunk_budget_is_cache_sized_on_cpu_and_a_sixteenth_of_a_gpu_capped_at_2_gib(monkeypatch):
+    from types import SimpleNamespace
+
+    from lvbench.estimators import streaming
+
+    assert streaming.memory_budget("cpu") == 32 * 2**20
+    for total, expected in [(8 * 2**30, 2**29), (141 * 10**9, 2 * 2**30)]:
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _, t=total: SimpleNamespace(total_memory=t))
+        assert streaming.memory_budget("cuda:0") == expected
+    model = LinearGaussian.random(10, 3, seed=0)
+    x, _ = model.sample(100)  # 100 points x 6 x 13 floats x 8 bytes = 62,400 bytes per sample
+    assert streaming.chunk_size_for(model, x, 10**6) == 32 * 2**20 // 62_400
+    assert streaming.chunk_size_for(model, x, 10**6, budget_bytes=1) == 1
+    assert streaming.chunk_size_for(model, x, 5) == 5
