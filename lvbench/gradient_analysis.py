@@ -68,8 +68,10 @@ def _layout(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], dict[str,
     return named, slices, groups
 
 
-#: Loop draws in the pilot that ``vectorize="auto"`` times (vmap is timed on one batch of its real size).
+#: Loop draws per round of the pilot that ``vectorize="auto"`` times against a vmap batch.
 PILOT_LOOP_DRAWS = 3
+#: Alternating timed rounds of each method in the pilot; the fastest round of each is compared.
+PILOT_ROUNDS = 2
 
 
 def draw_gradients(
@@ -86,8 +88,8 @@ def draw_gradients(
     """R = ``repeats`` independent gradients of ``estimator``'s surrogate, flattened [R, P].
 
     ``vectorize``: True (torch.func.vmap over draws, ``batch`` at a time; falls back to a loop where an
-    op has no batching rule), False (a loop of backward passes), or "auto": time one vmap batch and a
-    few loop draws, then draw the rest the faster way (vmap wins by 10-25x on small models, where
+    op has no batching rule), False (a loop of backward passes), or "auto": time vmap batches and a
+    few loop draws, alternately, then draw the rest the faster way (vmap wins by 10-25x on small models, where
     per-draw overhead dominates; a loop is faster on large compute-bound ones). ``batch`` defaults to
     as many draws as fit the device's memory budget, like a likelihood chunk, so that large N·k cannot
     exhaust memory (64 draws of the IWAE-paper VAE at N = 100, k = 1000 hold ~10¹¹ bytes of
@@ -110,28 +112,29 @@ def draw_gradients(
     batch = check_num_samples(batch, "batch")
     named, slices, groups = _layout(model)
     wrapper = _Surrogate(model, fn, x, num_samples, opts)
-    loop = _LoopDraws(wrapper, named)
-    vec = _VmapDraws(wrapper, named, x.device, batch)
+    values = torch.empty(repeats, sum(p.numel() for _, p in named), dtype=x.dtype, device=x.device)
+    rows = _Rows(values, named, slices)
+    loop, vec = _LoopDraws(wrapper, rows), _VmapDraws(wrapper, rows, batch)
     device = x.device
-    parts: list[torch.Tensor] = []
     sync(device)
     start = time.perf_counter()
-    remaining, use_vmap = repeats, vectorize is not False
-    pilot_vmap = min(batch, repeats // 4)
-    if vectorize == "auto" and pilot_vmap >= 2:
-        parts.append(vec.draw(2))  # untimed warm-up of the vmap path (kept)
-        per_vmap = _timed(lambda: parts.append(vec.draw(pilot_vmap)), device) / pilot_vmap
-        per_loop = _timed(lambda: parts.append(loop.draw(PILOT_LOOP_DRAWS)), device) / PILOT_LOOP_DRAWS
-        parts = [p for p in parts if p is not None]
-        remaining -= sum(p.shape[0] for p in parts)
+    # "auto" with one draw per batch: a vmap of one draw is a loop plus the transform's overhead
+    use_vmap = vectorize is True or (vectorize == "auto" and batch > 1)
+    pilot_vmap = max(2, min(batch, repeats // 4) // PILOT_ROUNDS)
+    if use_vmap and vectorize == "auto" and repeats >= 2 + PILOT_ROUNDS * (pilot_vmap + PILOT_LOOP_DRAWS):
+        vec.draw(2)  # untimed warm-up of the vmap path (its draws are kept)
+        per_vmap = per_loop = math.inf
+        for _ in range(PILOT_ROUNDS):  # alternating, best of each: a GC pause in one round cannot decide
+            per_vmap = min(per_vmap, _timed(lambda: vec.draw(pilot_vmap), device) / pilot_vmap)
+            per_loop = min(per_loop, _timed(lambda: loop.draw(PILOT_LOOP_DRAWS), device) / PILOT_LOOP_DRAWS)
         use_vmap = vec.ok and per_vmap < per_loop
-    if remaining:
-        rest = vec.draw(remaining) if use_vmap else None
-        parts.append(rest if rest is not None else loop.draw(remaining))
+    if use_vmap:
+        vec.draw(repeats - rows.filled)
+    loop.draw(repeats - rows.filled)  # everything, or what vmap could not batch
     sync(device)
     seconds = (time.perf_counter() - start) / repeats
     method = "vmap" if use_vmap and vec.ok else "loop"
-    return GradientDraws(torch.cat(parts).detach(), slices, groups, seconds, method, batch)
+    return GradientDraws(values, slices, groups, seconds, method, batch)
 
 
 def _timed(fn, device: torch.device) -> float:
@@ -142,49 +145,59 @@ def _timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _flatten(named: list[tuple[str, nn.Parameter]], grads) -> torch.Tensor:
-    return torch.cat(
-        [(g if g is not None else torch.zeros_like(p)).reshape(-1) for (_, p), g in zip(named, grads, strict=True)]
-    )
+class _Rows:
+    """The preallocated [R, P] result, filled in order: each draw's gradients are written straight into
+    their row slices (concatenating per batch and again at the end cost 30% of a vmapped VAE draw)."""
+
+    def __init__(self, values: torch.Tensor, named: list[tuple[str, nn.Parameter]], slices: dict[str, slice]):
+        self.values, self.named, self.slices, self.filled = values, named, slices, 0
+
+    def write(self, grads: list[torch.Tensor | None], n: int = 1) -> None:
+        """Store ``n`` draws: per parameter, gradients shaped [n, *param.shape] (or [*param.shape] when
+        ``n`` is 1 from a loop; None where the surrogate does not depend on the parameter)."""
+        block = self.values[self.filled : self.filled + n]
+        for (name, _), g in zip(self.named, grads, strict=True):
+            dest = block[:, self.slices[name]]
+            if g is None:
+                dest.zero_()
+            else:
+                dest.copy_(g.detach().reshape(dest.shape))
+        self.filled += n
 
 
 class _LoopDraws:
     """Independent gradients, one backward pass each."""
 
-    def __init__(self, wrapper: _Surrogate, named):
-        self.wrapper, self.named = wrapper, named
+    def __init__(self, wrapper: _Surrogate, rows: _Rows):
+        self.wrapper, self.rows = wrapper, rows
+        self.params = [p for _, p in rows.named]
 
-    def draw(self, n: int) -> torch.Tensor:
-        params = [p for _, p in self.named]
-        return torch.stack(
-            [_flatten(self.named, torch.autograd.grad(self.wrapper(), params, allow_unused=True)) for _ in range(n)]
-        )
+    def draw(self, n: int) -> None:
+        for _ in range(n):
+            self.rows.write(list(torch.autograd.grad(self.wrapper(), self.params, allow_unused=True)))
 
 
 class _VmapDraws:
     """Independent gradients vectorized with torch.func: vmap (different randomness per draw) of grad."""
 
-    def __init__(self, wrapper: _Surrogate, named, device: torch.device, batch: int):
-        self.device, self.batch, self.ok = device, batch, True
-        params = {f"model.{n}": p.detach() for n, p in named}
+    def __init__(self, wrapper: _Surrogate, rows: _Rows, batch: int):
+        self.rows, self.batch, self.ok = rows, batch, True
+        self.keys = [f"model.{n}" for n, _ in rows.named]
+        params = {key: p.detach() for key, (_, p) in zip(self.keys, rows.named, strict=True)}
         one = grad(lambda p: functional_call(wrapper, p, ()))
+        self.many = vmap(lambda _: one(params), randomness="different")
 
-        def single(_: torch.Tensor) -> torch.Tensor:
-            g = one(params)
-            return torch.cat([g[f"model.{n}"].reshape(-1) for n, _ in named])
-
-        self.many = vmap(single, randomness="different")
-
-    def draw(self, n: int) -> torch.Tensor | None:
-        """n draws, or None (and ``ok`` False) where some op has no batching rule."""
+    def draw(self, n: int) -> None:
+        """n more draws; none (and ``ok`` False) where some op has no batching rule."""
         if not self.ok:
-            return None
+            return
         try:
             with _out_of_place_normal_sampling():
-                return torch.cat([self.many(torch.empty(b, device=self.device)) for b in _batches(n, self.batch)])
+                for b in _batches(n, self.batch):
+                    grads = self.many(torch.empty(b, device=self.rows.values.device))
+                    self.rows.write([grads[key] for key in self.keys], b)
         except Exception:  # noqa: BLE001 — not every op has a batching rule
             self.ok = False
-            return None
 
 
 @contextlib.contextmanager

@@ -256,9 +256,9 @@ def test_draws_fall_back_to_a_loop_where_vmap_cannot_batch():
 def test_auto_keeps_the_faster_method_and_all_pilot_draws(monkeypatch, vmap_seconds, loop_seconds, expected):
     import lvbench.gradient_analysis as ga
 
-    pilot_times = iter([vmap_seconds, loop_seconds])
+    pilot_times = iter([vmap_seconds, loop_seconds] * ga.PILOT_ROUNDS)
 
-    def fake_timed(fn, device):  # run the pilot, report the given times (the first call times vmap)
+    def fake_timed(fn, device):  # run the pilot, report the given times (vmap is timed first each round)
         fn()
         return next(pilot_times)
 
@@ -284,3 +284,10 @@ def test_default_vmap_batch_fits_the_memory_budget():
     assert draws.batch == 1 and draws.values.shape == (3, sum(p.numel() for p in vae.parameters()))
     with pytest.raises(lvbench.LvbenchInputError, match="batch"):
         draw_gradients(m, x, "reparam", 2, repeats=4, batch=0)
+
+
+def test_auto_loops_when_only_one_draw_fits_a_batch():
+    m = lg_model()
+    x, _ = m.sample(4)
+    assert draw_gradients(m, x, "reparam", 2, repeats=20, vectorize="auto", batch=1).method == "loop"
+    assert draw_gradients(m, x, "reparam", 2, repeats=20, vectorize=True, batch=1).method == "vmap"
