@@ -50,6 +50,7 @@ def test_ais_syncs_do_not_grow_with_steps_or_chain_batches(device):
     short = syncs(lambda: ais(model, x, num_samples=4, steps=5, chain_batch=4))
     long = syncs(lambda: ais(model, x, num_samples=4, steps=40, chain_batch=1, start="encoder"))
     assert long.counts == short.counts and long.cuda_runtime == short.cuda_runtime
+    assert short.total <= 1, short.counts
 
 
 @pytest.mark.parametrize("device", DEVICES)
