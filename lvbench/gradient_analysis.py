@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from lvbench.estimators.streaming import chunk_size_for
+from lvbench.estimators.streaming import bytes_per_sample, items_within_budget, memory_budget
 from lvbench.exact import exact_gradient, has_exact
 from lvbench.measure import sync
 from lvbench.registry import get_estimator
@@ -107,15 +107,15 @@ def draw_gradients(
         raise ValueError(f"{estimator!r} is a {fn.kind} estimator, not a gradient estimator")
     opts = {"objective": objective, **options}
     fn(model, x, num_samples=num_samples, **opts)  # validates the pairing and warms up
-    if batch is None:
-        batch = chunk_size_for(model, x, repeats * num_samples) // num_samples or 1
+    device = x.device
+    if batch is None:  # a draw holds k samples' intermediates, like k samples of a likelihood chunk
+        batch = items_within_budget(num_samples * bytes_per_sample(model, x), repeats, memory_budget(device))
     batch = check_num_samples(batch, "batch")
     named, slices, groups = _layout(model)
     wrapper = _Surrogate(model, fn, x, num_samples, opts)
-    values = torch.empty(repeats, sum(p.numel() for _, p in named), dtype=x.dtype, device=x.device)
+    values = torch.empty(repeats, sum(p.numel() for _, p in named), dtype=x.dtype, device=device)
     rows = _Rows(values, named, slices)
     loop, vec = _LoopDraws(wrapper, rows), _VmapDraws(wrapper, rows, batch)
-    device = x.device
     sync(device)
     start = time.perf_counter()
     # "auto" with one draw per batch: a vmap of one draw is a loop plus the transform's overhead

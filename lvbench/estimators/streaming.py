@@ -15,6 +15,7 @@ __all__ = [
     "CPU_MEMORY_BUDGET",
     "LogMeanExp",
     "Mean",
+    "bytes_per_sample",
     "chunk_size_for",
     "chunks",
     "items_within_budget",
@@ -43,11 +44,16 @@ def items_within_budget(bytes_per_item: int, total: int, budget_bytes: int) -> i
     return int(min(total, max(1, budget_bytes // max(1, bytes_per_item))))
 
 
+def bytes_per_sample(model, x: torch.Tensor) -> int:
+    """Bytes of intermediates one latent sample per point of ``x`` takes in ``log_joint`` (generously)."""
+    return x.shape[0] * int(model.floats_per_sample()) * 8
+
+
 def chunk_size_for(model, x: torch.Tensor, num_samples: int, budget_bytes: int | None = None) -> int:
     """Samples per chunk so that one chunk of ``log_joint`` over ``x`` stays within ``budget_bytes``
     (default: ``memory_budget(x.device)``)."""
     budget = memory_budget(x.device) if budget_bytes is None else budget_bytes
-    return items_within_budget(x.shape[0] * int(model.floats_per_sample()) * 8, num_samples, budget)
+    return items_within_budget(bytes_per_sample(model, x), num_samples, budget)
 
 
 def chunks(total: int, size: int) -> Iterator[int]:

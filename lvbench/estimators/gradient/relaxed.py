@@ -40,7 +40,7 @@ def gumbel_softmax(
         raise LvbenchInputError(f"gumbel_softmax needs a Categorical encoder, got {type(q).__name__}")
     tau = torch.as_tensor(temperature, dtype=x.dtype, device=x.device)
     tau_p = tau if prior_temperature is None else torch.as_tensor(prior_temperature, dtype=x.dtype, device=x.device)
-    with _unvalidated():
+    with _unvalidated():  # validate_args too: otherwise log_prob reads the default after the block
         q_relaxed = ExpRelaxedCategorical(tau, logits=q.logits, validate_args=False)
         p_relaxed = ExpRelaxedCategorical(tau_p, logits=model.prior().logits, validate_args=False)
     log_z = q_relaxed.rsample((k,))  # [k, N, C], log of a point on the simplex
