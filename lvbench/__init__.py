@@ -1,6 +1,19 @@
 """lvbench: how biased, how noisy and how fast is estimator E on model M at sample budget k?"""
 
-from lvbench import estimators, models  # noqa: F401  (registers the built-ins)
+# The documented submodules, bound so that `import lvbench; lvbench.metrics.pareto_khat(...)` works.
+from lvbench import (  # noqa: F401  (estimators and models register the built-ins)
+    data,
+    errors,
+    estimators,
+    exact,
+    gradient_analysis,
+    measure,
+    metrics,
+    models,
+    training,
+    validation,
+)
+from lvbench.errors import LvbenchInputError, UnknownNameError
 from lvbench.estimators import IncompatibleError
 from lvbench.estimators.likelihood.ais import bdmc
 from lvbench.registry import (
@@ -12,13 +25,13 @@ from lvbench.registry import (
     register_estimator,
     register_model,
 )
-from lvbench.validation import LvbenchInputError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "IncompatibleError",
     "LvbenchInputError",
+    "UnknownNameError",
     "bdmc",
     "get_estimator",
     "get_model",

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 import lvbench
+from lvbench.errors import LvbenchInputError
 from lvbench.registry import ESTIMATORS, MODELS
 
 __all__ = ["main"]
@@ -51,7 +52,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+        raise LvbenchInputError(f"--device {name}: CUDA is not available on this machine")
     return torch.device(name)
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from lvbench.errors import LvbenchInputError
 from lvbench.estimators.streaming import bytes_per_sample, items_within_budget, memory_budget
 from lvbench.exact import exact_gradient, has_exact
 from lvbench.measure import sync
@@ -99,12 +100,12 @@ def draw_gradients(
     reproducible draws.
     """
     if vectorize not in (True, False, "auto"):
-        raise ValueError(f"vectorize must be True, False or 'auto', got {vectorize!r}")
+        raise LvbenchInputError(f"vectorize must be True, False or 'auto', got {vectorize!r}")
     repeats = check_num_samples(repeats, "repeats")
     x = check_data(x, model, getattr(model, "data_dim", None))
     fn = get_estimator(estimator)
     if fn.kind != "gradient":
-        raise ValueError(f"{estimator!r} is a {fn.kind} estimator, not a gradient estimator")
+        raise LvbenchInputError(f"{estimator!r} is a {fn.kind} estimator, not a gradient estimator")
     opts = {"objective": objective, **options}
     fn(model, x, num_samples=num_samples, **opts)  # validates the pairing and warms up
     device = x.device
@@ -333,7 +334,7 @@ def analyze_gradients(
     ref_kind = "none"
     if reference is not None:
         if reference == "exact" and not has_exact(model, objective, num_samples, x.shape[0]):
-            raise ValueError(f"no exact {objective} gradient (k={num_samples}) for {type(model).__name__}")
+            raise LvbenchInputError(f"no exact {objective} gradient (k={num_samples}) for {type(model).__name__}")
         if reference == "mc" or (reference == "auto" and not has_exact(model, objective, num_samples, x.shape[0])):
             mean, se, ref_kind = reference_gradient(
                 model, x, objective, num_samples, reference_draws, monte_carlo=(reference == "mc"), avoid=estimator

@@ -14,6 +14,8 @@ from collections import Counter
 import torch
 from torch.overrides import TorchFunctionMode
 
+from lvbench.errors import LvbenchInputError
+
 __all__ = ["SYNCING_CALLS", "HostSyncs", "PeakMemory", "sync"]
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -114,7 +116,7 @@ class PeakMemory:
 
     def __init__(self, device: torch.device | str = "cpu", method: str = "rss"):
         if method not in ("profiler", "rss"):
-            raise ValueError(f"method must be 'profiler' or 'rss', got {method!r}")
+            raise LvbenchInputError(f"method must be 'profiler' or 'rss', got {method!r}")
         self.device = torch.device(device)
         self.method = method
         self.mb = math.nan

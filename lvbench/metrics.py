@@ -16,6 +16,8 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from lvbench.errors import LvbenchInputError
+
 __all__ = [
     "band_counts",
     "effective_sample_size",
@@ -43,18 +45,21 @@ def _gpd_fit_shape(exceedances: np.ndarray, prior_weight: float = 10.0) -> float
     return (n * k_hat + prior_weight * 0.5) / (n + prior_weight)
 
 
-def pareto_khat(log_weights: torch.Tensor | np.ndarray) -> np.ndarray:
+def pareto_khat(log_weights: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """Pareto k-hat of the importance weights over the last dimension; shape = leading dims.
 
     Where all tail weights are equal (e.g. the exact posterior as proposal) there is no tail: -inf.
+    Tensor in, float64 tensor out (on the input's device); array in, array out.
     """
-    lw = (
-        log_weights.detach().double().cpu().numpy()
-        if isinstance(log_weights, torch.Tensor)
-        else np.asarray(log_weights, float)
-    )
+    if isinstance(log_weights, torch.Tensor):
+        khat = _pareto_khat(log_weights.detach().double().cpu().numpy())
+        return torch.from_numpy(khat).to(log_weights.device)
+    return _pareto_khat(np.asarray(log_weights, float))
+
+
+def _pareto_khat(lw: np.ndarray) -> np.ndarray:
     if lw.shape[-1] < 5:
-        raise ValueError(f"pareto_khat needs at least 5 weights per estimate, got {lw.shape[-1]}")
+        raise LvbenchInputError(f"pareto_khat needs at least 5 weights per estimate, got {lw.shape[-1]}")
     flat = lw.reshape(-1, lw.shape[-1])
     out = np.empty(flat.shape[0])
     s = flat.shape[1]
@@ -88,8 +93,11 @@ def khat_band(khat: float | np.ndarray, num_samples: int) -> np.ndarray:
     return np.select([k <= 0.5, k <= thr, k <= 1.0], ["good", "ok", "bad"], default="very bad")
 
 
-def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
-    """Kish's ESS = (Σ w)² / Σ w², in log space, over the last dimension."""
+def effective_sample_size(log_weights: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Kish's ESS = (Σ w)² / Σ w², in log space, over the last dimension (float64).
+    Tensor in, tensor out; array in, array out."""
+    if not isinstance(log_weights, torch.Tensor):
+        return effective_sample_size(torch.as_tensor(np.asarray(log_weights, float))).numpy()
     lw = log_weights.double()
     return torch.exp(2 * torch.logsumexp(lw, -1) - torch.logsumexp(2 * lw, -1))
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from lvbench.errors import UnknownNameError, did_you_mean
+
 __all__ = [
     "CAPABILITIES",
     "ESTIMATOR_KINDS",
@@ -96,24 +98,23 @@ class Registry:
         unknown = (set(entry.needs) - set(CAPABILITIES)) | (set(entry.properties) - set(ESTIMATOR_PROPERTIES))
         if unknown and self.what == "estimator":
             raise ValueError(f"{self.what} {entry.name!r} declares unknown capabilities/properties {sorted(unknown)}")
+        if self._loading is not None:  # name the plugin, also in the refusal below
+            entry = Entry(**{**entry.__dict__, "source": self._loading})
         if entry.name in self._entries:
             prior = self._entries[entry.name]
             raise ValueError(
                 f"{self.what} name {entry.name!r} is already registered (by {prior.source}); "
                 f"refusing to overwrite it with one from {entry.source}"
             )
-        if self._loading is not None:
-            entry = Entry(**{**entry.__dict__, "source": self._loading})
         self._entries[entry.name] = entry
 
     def get(self, name: str) -> Entry:
         self.discover()
         try:
             return self._entries[name]
-        except KeyError:
-            close = fnmatch.filter(self._entries, f"*{name}*")
-            hint = f" Did you mean {close}?" if close else ""
-            raise KeyError(f"unknown {self.what} {name!r}; registered: {sorted(self._entries)}.{hint}") from None
+        except (KeyError, TypeError):
+            hint = did_you_mean(name, self._entries)
+            raise UnknownNameError(f"unknown {self.what} {name!r}.{hint} Registered: {sorted(self._entries)}") from None
 
     def list(self, kind: str | None = None, pattern: str = "*") -> list[str]:
         self.discover()

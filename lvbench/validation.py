@@ -7,11 +7,9 @@ import numbers
 import numpy as np
 import torch
 
+from lvbench.errors import LvbenchInputError
+
 __all__ = ["LvbenchInputError", "check_num_samples", "check_data", "model_dtype_device"]
-
-
-class LvbenchInputError(ValueError):
-    """Bad input to an lvbench function: the message names the problem."""
 
 
 def check_num_samples(k: object, name: str = "num_samples") -> int:

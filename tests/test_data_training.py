@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import lvbench
+from lvbench import LvbenchInputError
 from lvbench.data import load_dataset, load_digits, load_mnist, sample_from_model
 from lvbench.models import VAE, LinearGaussian, load_vae
 from lvbench.training import train_vae
@@ -45,7 +46,7 @@ def test_mnist_idx_and_npz(tmp_path):
 
 
 def test_mnist_bad_inputs(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(LvbenchInputError, match="not found"):
         load_mnist(tmp_path / "nope.gz")
     (tmp_path / "bad.idx").write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(ValueError, match="magic number"):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from reference_numpy import gmm_log_marginal, lg_elbo, lg_log_marginal, lg_posterior
 
+from lvbench import LvbenchInputError
 from lvbench.models import VAE, GaussianMixture, LinearGaussian, load_vae
 
 
@@ -134,10 +135,23 @@ def test_vae_load_refuses_arbitrary_pickles(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format": "lvbench.vae/1", "payload": Evil()}, path)
-    with pytest.raises(ValueError, match="not a loadable lvbench checkpoint"):
+    with pytest.raises(LvbenchInputError, match="refused to load .* pickled Python objects") as refusal:
         load_vae(path)
-    with pytest.raises(FileNotFoundError):
+    assert "weights_only=False" not in str(refusal.value)  # never relay torch's hint to turn the check off
+    with pytest.raises(LvbenchInputError, match="not found"):
         load_vae(tmp_path / "missing.pt")
+    truncated = tmp_path / "truncated.pt"
+    VAE(6, 2, (4,)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(LvbenchInputError, match="truncated or corrupt"):
+        load_vae(truncated)
+    mismatched = tmp_path / "mismatched.pt"
+    VAE(6, 2, (4,)).save(mismatched)
+    ckpt = torch.load(mismatched, weights_only=True)
+    ckpt["config"]["latent_dim"] = 3
+    torch.save(ckpt, mismatched)
+    with pytest.raises(LvbenchInputError, match="weights do not match its config: size mismatch"):
+        load_vae(mismatched)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(ValueError, match="not an lvbench VAE checkpoint"):

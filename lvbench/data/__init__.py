@@ -16,6 +16,8 @@ from importlib import resources
 import numpy as np
 import torch
 
+from lvbench.errors import LvbenchInputError
+
 __all__ = ["BinarizedImages", "load_dataset", "load_digits", "load_mnist", "sample_from_model"]
 
 BINARIZATIONS = ("static", "dynamic", "threshold", "none")
@@ -34,9 +36,9 @@ class BinarizedImages:
 
     def __post_init__(self) -> None:
         if self.binarization not in BINARIZATIONS:
-            raise ValueError(f"binarization must be one of {BINARIZATIONS}, got {self.binarization!r}")
+            raise LvbenchInputError(f"binarization must be one of {BINARIZATIONS}, got {self.binarization!r}")
         if self.probs.dim() != 2:
-            raise ValueError(f"images must be [N, D], got shape {tuple(self.probs.shape)}")
+            raise LvbenchInputError(f"images must be [N, D], got shape {tuple(self.probs.shape)}")
         if self.binarization == "threshold":
             self._fixed = (self.probs > 0.5).to(self.probs.dtype)
         elif self.binarization == "none":
@@ -72,7 +74,7 @@ def load_digits(split: str = "train", binarization: str = "static", seed: int = 
         images = torch.from_numpy(arrays["images"].astype(np.float32) / 16.0)
     splits = {"train": slice(0, -DIGITS_TEST_SIZE), "test": slice(-DIGITS_TEST_SIZE, None), "all": slice(None)}
     if split not in splits:
-        raise ValueError(f"split must be one of {sorted(splits)}, got {split!r}")
+        raise LvbenchInputError(f"split must be one of {sorted(splits)}, got {split!r}")
     return BinarizedImages(images[splits[split]], binarization, seed, name=f"digits-{split}")
 
 
@@ -81,12 +83,12 @@ def _read_idx(path: str) -> np.ndarray:
     with opener(path, "rb") as fh:
         head = fh.read(4)
         if len(head) != 4 or head[:2] != b"\x00\x00" or head[2] != 0x08:
-            raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number {head!r})")
+            raise LvbenchInputError(f"{path} is not an unsigned-byte IDX file (bad magic number {head!r})")
         ndim = head[3]
         shape = struct.unpack(f">{ndim}I", fh.read(4 * ndim))
         data = np.frombuffer(fh.read(), dtype=np.uint8)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape} but the file holds {data.size} bytes of data")
+        raise LvbenchInputError(f"{path}: header says shape {shape} but the file holds {data.size} bytes of data")
     return data.reshape(shape)
 
 
@@ -101,31 +103,31 @@ def load_mnist(path: str | os.PathLike[str], binarization: str = "static", seed:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"MNIST file not found: {path}")
+        raise LvbenchInputError(f"MNIST file not found: {path}")
     if path.endswith(".npz"):
         with np.load(path, allow_pickle=False) as arrays:
             key = next((k for k in NPZ_KEYS if k in arrays.files), None)
             if key is None:
-                raise ValueError(f"{path} has none of the keys {NPZ_KEYS}; it has {arrays.files}")
+                raise LvbenchInputError(f"{path} has none of the keys {NPZ_KEYS}; it has {arrays.files}")
             raw = arrays[key]
     else:
         raw = _read_idx(path)
     if raw.ndim < 2:
-        raise ValueError(f"{path}: expected an array of images [N, ...], got shape {raw.shape}")
+        raise LvbenchInputError(f"{path}: expected an array of images [N, ...], got shape {raw.shape}")
     flat = raw.reshape(raw.shape[0], -1)
     if flat.dtype == np.uint8:
         probs = flat.astype(np.float32) / 255.0
     else:
         probs = flat.astype(np.float32)
         if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
-            raise ValueError(f"{path}: float images must be finite and lie in [0, 1]")
+            raise LvbenchInputError(f"{path}: float images must be finite and lie in [0, 1]")
     return BinarizedImages(torch.from_numpy(probs), binarization, seed, name=os.path.basename(path))
 
 
 def sample_from_model(model: torch.nn.Module, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """n points (x, z) drawn from the model's joint, reproducibly from ``seed``."""
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise LvbenchInputError(f"n must be >= 1, got {n}")
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -138,6 +140,6 @@ def load_dataset(name: str, **options) -> BinarizedImages:
         return load_digits(**options)
     if name == "mnist":
         if options.get("path") is None:
-            raise ValueError("dataset 'mnist' needs path= to an IDX or .npz file (nothing is downloaded)")
+            raise LvbenchInputError("dataset 'mnist' needs path= to an IDX or .npz file (nothing is downloaded)")
         return load_mnist(**options)
-    raise ValueError(f"unknown dataset {name!r}; expected 'digits' or 'mnist'")
+    raise LvbenchInputError(f"unknown dataset {name!r}; expected 'digits' or 'mnist'")

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from lvbench.errors import LvbenchInputError
+
 __all__ = [
     "CPU_MEMORY_BUDGET",
     "LogMeanExp",
@@ -59,7 +61,7 @@ def chunk_size_for(model, x: torch.Tensor, num_samples: int, budget_bytes: int |
 def chunks(total: int, size: int) -> Iterator[int]:
     """Sizes of consecutive chunks covering ``total`` items."""
     if size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {size}")
+        raise LvbenchInputError(f"chunk_size must be >= 1, got {size}")
     full, rest = divmod(total, size)
     yield from [size] * full
     if rest:

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from lvbench.errors import LvbenchInputError
 from lvbench.experiments.cells import Cell, expand
 from lvbench.experiments.prepare import load_prepared, prepare_model
 from lvbench.experiments.spec import Spec
@@ -56,7 +57,7 @@ def _diagnostics(cell: Cell, model, x: torch.Tensor, max_k: int) -> tuple[np.nda
     else:
         proposal = opts.get("proposal", "encoder")
     lw = log_importance_weights(model, x, cell.k, proposal).T  # [N, k]
-    return pareto_khat(lw), effective_sample_size(lw).cpu().numpy()
+    return pareto_khat(lw).cpu().numpy(), effective_sample_size(lw).cpu().numpy()
 
 
 def _check_estimate(est: object, n: int) -> None:
@@ -189,7 +190,7 @@ def _run_dask(
         from dask.distributed import Client, LocalCluster
         from dask.distributed import as_completed as dask_completed
     except ImportError:
-        raise ValueError("--executor dask needs dask.distributed: pip install 'lvbench[dask]'") from None
+        raise LvbenchInputError("--executor dask needs dask.distributed: pip install 'lvbench[dask]'") from None
     cluster = None
     if scheduler:
         client = Client(scheduler)
@@ -271,9 +272,9 @@ def run_experiment(
 ) -> dict[str, int]:
     """Prepare models, expand the grid, run every cell not already finished, and record results."""
     if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+        raise LvbenchInputError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise LvbenchInputError(f"workers must be >= 1, got {workers}")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "spec.json"), "w") as fh:
         json.dump(spec.source, fh, indent=1)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from lvbench.data import load_dataset, sample_from_model
+from lvbench.errors import LvbenchInputError
 from lvbench.experiments.spec import ModelSpec, RunSettings
 from lvbench.models import load_vae
 from lvbench.registry import get_estimator, get_model
@@ -48,14 +49,14 @@ def _build(type_: str, params: dict[str, Any], dtype: torch.dtype) -> torch.nn.M
     try:
         return get_model(type_)(**params).to(dtype)
     except TypeError as exc:
-        raise ValueError(f"model type {type_!r} rejected its parameters {params}: {exc}") from None
+        raise LvbenchInputError(f"model type {type_!r} rejected its parameters {params}: {exc}") from None
 
 
 def load_prepared(out_dir: str, label: str, device: str | torch.device = "cpu") -> PreparedModel:
     """Rebuild a prepared model (on ``device``) from its artifact."""
     art = torch.load(_artifact_path(out_dir, label), map_location="cpu", weights_only=True)
     if art.get("format") != ARTIFACT_FORMAT:
-        raise ValueError(f"{_artifact_path(out_dir, label)} is not an lvbench prepared-model artifact")
+        raise LvbenchInputError(f"{_artifact_path(out_dir, label)} is not an lvbench prepared-model artifact")
     dtype = DTYPES[art["dtype"]]
     model = _build(art["type"], art["params"], dtype)
     model.load_state_dict(art["state_dict"])

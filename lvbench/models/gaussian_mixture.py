@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution
 
+from lvbench.errors import LvbenchInputError
 from lvbench.models.base import LatentVariableModel
 from lvbench.models.encoders import CategoricalMLPEncoder, diagonal_normal
 from lvbench.registry import register_model
@@ -34,12 +35,12 @@ class GaussianMixture(LatentVariableModel):
         logits = torch.as_tensor(logits, dtype=means.dtype)
         stds = torch.as_tensor(stds, dtype=means.dtype)
         if means.dim() != 2 or logits.shape != means.shape[:1] or stds.shape != means.shape:
-            raise ValueError(
+            raise LvbenchInputError(
                 f"expected logits [C], means [C, D], stds [C, D]; got {tuple(logits.shape)}, "
                 f"{tuple(means.shape)}, {tuple(stds.shape)}"
             )
         if not (stds > 0).all():
-            raise ValueError("stds must be > 0")
+            raise LvbenchInputError("stds must be > 0")
         self.num_components, self.data_dim = means.shape
         self.latent_dim = 1
         self.logits = nn.Parameter(logits.clone())
@@ -79,7 +80,7 @@ class GaussianMixture(LatentVariableModel):
     ) -> GaussianMixture:
         """Ground truth drawn from ``seed``: μ_c ~ N(0, separation²), σ ~ U(0.5, 1.5), logits ~ N(0, 0.5²)."""
         if data_dim < 1 or components < 1:
-            raise ValueError(f"data_dim and components must be >= 1, got {data_dim}, {components}")
+            raise LvbenchInputError(f"data_dim and components must be >= 1, got {data_dim}, {components}")
         g = torch.Generator().manual_seed(seed)
         logits = 0.5 * torch.randn(components, generator=g, dtype=torch.float64)
         means = separation * torch.randn(components, data_dim, generator=g, dtype=torch.float64)

@@ -17,6 +17,7 @@ from torch.distributions import (
     kl_divergence,
 )
 
+from lvbench.errors import LvbenchInputError
 from lvbench.models.base import LatentVariableModel
 from lvbench.models.encoders import LinearGaussianEncoder, diagonal_normal
 from lvbench.registry import register_model
@@ -40,9 +41,11 @@ class LinearGaussian(LatentVariableModel):
             weight = weight.to(torch.get_default_dtype())
         bias = torch.as_tensor(bias, dtype=weight.dtype)
         if weight.dim() != 2 or bias.shape != (weight.shape[0],):
-            raise ValueError(f"weight must be [D, L] and bias [D]; got {tuple(weight.shape)} and {tuple(bias.shape)}")
+            raise LvbenchInputError(
+                f"weight must be [D, L] and bias [D]; got {tuple(weight.shape)} and {tuple(bias.shape)}"
+            )
         if not noise_std > 0:
-            raise ValueError(f"noise_std must be > 0, got {noise_std}")
+            raise LvbenchInputError(f"noise_std must be > 0, got {noise_std}")
         self.data_dim, self.latent_dim = weight.shape
         self.weight = nn.Parameter(weight.clone())
         self.bias = nn.Parameter(bias.clone())
@@ -116,7 +119,7 @@ class LinearGaussian(LatentVariableModel):
     ) -> LinearGaussian:
         """Ground-truth parameters drawn from ``seed``: W ~ N(0, 1), b ~ N(0, 1)."""
         if data_dim < 1 or latent_dim < 1:
-            raise ValueError(f"data_dim and latent_dim must be >= 1, got {data_dim}, {latent_dim}")
+            raise LvbenchInputError(f"data_dim and latent_dim must be >= 1, got {data_dim}, {latent_dim}")
         g = torch.Generator().manual_seed(seed)
         weight = torch.randn(data_dim, latent_dim, generator=g, dtype=torch.float64)
         bias = torch.randn(data_dim, generator=g, dtype=torch.float64)

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import torch
 
+from lvbench.errors import LvbenchInputError
 from lvbench.models.vae import VAE
 
 __all__ = ["load_npz_vae"]
@@ -19,17 +20,17 @@ __all__ = ["load_npz_vae"]
 def load_npz_vae(path: str | os.PathLike[str]) -> tuple[VAE, dict[str, torch.Tensor]]:
     """The VAE stored in ``path`` and any extra arrays in the file (e.g. simulated ``x`` and ``z``)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"npz VAE weights not found: {path}")
+        raise LvbenchInputError(f"npz VAE weights not found: {path}")
     with np.load(path, allow_pickle=False) as arrays:
         tensors = {k: torch.from_numpy(arrays[k].copy()) for k in arrays.files}
     missing = [f"fc{i}_{p}" for i in range(1, 7) for p in ("weight", "bias") if f"fc{i}_{p}" not in tensors]
     if missing:
-        raise ValueError(f"{path} lacks the arrays {missing}")
+        raise LvbenchInputError(f"{path} lacks the arrays {missing}")
     data_dim = tensors["fc1_weight"].shape[1]
     latent_dim = tensors["fc4_weight"].shape[1]
     hidden = (tensors["fc1_weight"].shape[0], tensors["fc2_weight"].shape[0])
     if tensors["fc3_weight"].shape[0] != 2 * latent_dim or tensors["fc6_weight"].shape[0] != data_dim:
-        raise ValueError(f"{path}: fc3 must output 2*latent_dim and fc6 data_dim values")
+        raise LvbenchInputError(f"{path}: fc3 must output 2*latent_dim and fc6 data_dim values")
     model = VAE(data_dim, latent_dim, hidden, activation="elu", likelihood="bernoulli")
     layers = {"encoder.net": (1, 2, 3), "decoder": (4, 5, 6)}
     state = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent
 from torch.nn import functional as F
 
+from lvbench.errors import LvbenchInputError
 from lvbench.models.base import ACTIVATIONS, LatentVariableModel, mlp
 from lvbench.models.encoders import GaussianMLPEncoder, diagonal_normal
 from lvbench.registry import register_model
@@ -41,11 +43,13 @@ class VAE(LatentVariableModel):
     ):
         super().__init__()
         if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+            raise LvbenchInputError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+            raise LvbenchInputError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
         if data_dim < 1 or latent_dim < 1 or any(h < 1 for h in hidden):
-            raise ValueError(f"dimensions must be >= 1: data_dim={data_dim}, latent_dim={latent_dim}, hidden={hidden}")
+            raise LvbenchInputError(
+                f"dimensions must be >= 1: data_dim={data_dim}, latent_dim={latent_dim}, hidden={hidden}"
+            )
         self.data_dim, self.latent_dim = int(data_dim), int(latent_dim)
         self.config: dict[str, Any] = {
             "data_dim": self.data_dim,
@@ -110,20 +114,47 @@ class VAE(LatentVariableModel):
 
 
 def load_vae(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> VAE:
-    """Load a VAE checkpoint with ``torch.load(weights_only=True)`` and check its format."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"VAE checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} is not a loadable lvbench checkpoint: {type(exc).__name__}: {exc}") from None
+    """Load a VAE checkpoint with ``torch.load(weights_only=True)`` and check its format and weights."""
+    ckpt = load_weights_only(path, what="VAE checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an lvbench VAE checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    state = ckpt["state_dict"]
-    dtype = next(v.dtype for v in state.values() if v.is_floating_point())
-    model = VAE(**ckpt["config"]).to(dtype)
-    model.load_state_dict(state)
+        raise LvbenchInputError(f"{path} is not an lvbench VAE checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    state, config = ckpt.get("state_dict"), ckpt.get("config")
+    if not isinstance(state, dict) or not isinstance(config, dict):
+        raise LvbenchInputError(f"{path}: checkpoint lacks its config or state_dict")
+    try:
+        model = VAE(**config)
+    except TypeError as exc:
+        raise LvbenchInputError(f"{path}: checkpoint config {config} is not a VAE configuration ({exc})") from None
+    floats = [v.dtype for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    model = model.to(floats[0] if floats else torch.get_default_dtype())
+    load_state(model, state, path)
     return model.to(map_location)
+
+
+def load_weights_only(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors: a missing or corrupt file, or one holding
+    pickled objects (refused: lvbench never unpickles code, and never suggests turning that off)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise LvbenchInputError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise LvbenchInputError(
+            f"{path}: refused to load this {what}: it holds pickled Python objects, not only tensors and plain "
+            "values (lvbench loads with weights_only=True and never runs code from a file)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 — zip, EOF, magic-number errors: all mean an unreadable file
+        raise LvbenchInputError(f"{path}: not a readable {what} (truncated or corrupt: {type(exc).__name__})") from None
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
+    """``model.load_state_dict(state)``, or one line naming the mismatched weights."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:4])
+        raise LvbenchInputError(f"{path}: its weights do not match its config: {detail}") from None
 
 
 @register_model("vae")

@@ -8,6 +8,7 @@ import os
 
 import pandas as pd
 
+from lvbench.errors import LvbenchInputError
 from lvbench.experiments.store import ResultStore
 from lvbench.reports.figures import gradient_figures, likelihood_figures
 from lvbench.reports.tables import bdmc_table, gradient_summary, likelihood_summary
@@ -66,7 +67,7 @@ def _fmt(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def write_report(out_dir: str) -> dict[str, str]:
     """Summaries (CSV), figures (PNG), report.md and a self-contained report.html under ``out_dir/report``."""
     if not os.path.isdir(out_dir) or not os.path.isdir(os.path.join(out_dir, "status")):
-        raise FileNotFoundError(f"{out_dir} is not an lvbench output folder (run `lvbench run --out {out_dir}` first)")
+        raise LvbenchInputError(f"{out_dir} is not an lvbench output folder (run `lvbench run --out {out_dir}` first)")
     store = ResultStore(out_dir)
     folder = os.path.join(out_dir, "report")
     figures_dir = os.path.join(folder, "figures")
