@@ -1,13 +1,18 @@
-"""The ``lvbench`` command: list | train | run | report.
+"""The ``lvbench`` command: list | train | run | report | clean.
 
-Errors in user input (unknown names, bad values, missing files) print one line naming the problem
-and exit with status 2, without a traceback.
+Errors in user input (``LvbenchInputError``: unknown names, bad values, missing or unwritable files)
+print one line naming the problem and exit with status 2. Anything else is a bug and shows its
+traceback. Warnings (a store file that could not be trusted, a plugin that failed to load) are one
+line each.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 import pandas as pd
@@ -19,7 +24,7 @@ from lvbench.registry import ESTIMATORS, MODELS
 
 __all__ = ["main"]
 
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, TypeError)
+USER_ERRORS = (LvbenchInputError,)
 
 
 def _registry_table() -> pd.DataFrame:
@@ -50,10 +55,40 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str, allow_available: bool = False) -> str:
+    """A device name checked in one line: cpu, cuda, cuda:N (and "available" where a list is meant)."""
+    index = name[len("cuda:") :] if name.startswith("cuda:") else "0"
+    known = name in ("cpu", "cuda") or (name.startswith("cuda:") and index.isdigit())
+    if not known and not (allow_available and name == "available"):
+        choices = "cpu, cuda, cuda:N" + (" or available" if allow_available else "")
+        raise LvbenchInputError(f"--device {name!r}: unknown device; expected {choices}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise LvbenchInputError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
+    return name
+
+
+def _devices(values: list[str] | None) -> tuple[str, ...] | None:
+    """--device given once or more, each possibly comma-separated (cpu,cuda)."""
+    if not values:
+        return None
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    return tuple(_device(n, allow_available=True) for n in names)
+
+
+def _writable_file(path: str, flag: str) -> None:
+    """Refuse, before any work, an output file path that cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise LvbenchInputError(f"{flag} {path} is a folder; give a file path")
+    if not os.path.isdir(folder):
+        raise LvbenchInputError(f"{flag} {path}: folder {folder} does not exist")
+    probe = os.path.join(folder, f".lvbench-write-test-{os.getpid()}")
+    try:
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise LvbenchInputError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -62,6 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lvbench.training import train_vae
 
     device = _device(args.device)
+    _writable_file(args.out, "--out")  # before training, not after
     options = {"path": args.data_path} if args.dataset == "mnist" else {"split": "train"}
     train = load_dataset(args.dataset, binarization=args.binarization, **options)
     torch.manual_seed(args.seed)
@@ -69,22 +105,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     history = train_vae(
         model, train, args.epochs, args.objective, args.k, batch_size=args.batch_size, lr=args.lr, seed=args.seed
     )
-    model.save(args.out, dataset=args.dataset, epochs=args.epochs, objective=args.objective, k=args.k)
+    from lvbench.experiments.store import atomic_write
+
+    atomic_write(
+        args.out,
+        lambda tmp: model.save(tmp, dataset=args.dataset, epochs=args.epochs, objective=args.objective, k=args.k),
+    )
     print(history.tail(1).to_string(index=False))
     print(f"wrote {args.out}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lvbench.experiments import default_spec, load_spec, run_experiment
+    from lvbench.experiments import default_spec, load_spec, plan_run, run_experiment
+    from lvbench.experiments.plan import check_output_dir
     from lvbench.reports import write_report
 
     spec = load_spec(args.spec) if args.spec else default_spec()
-    devices = None
-    if args.device:
-        for name in args.device:
-            _device(name)
-        devices = tuple(args.device)
+    if args.cell_timeout is not None:
+        if not args.cell_timeout > 0:
+            raise LvbenchInputError(f"--cell-timeout must be a number of seconds > 0, got {args.cell_timeout}")
+        spec = dataclasses.replace(spec, run=dataclasses.replace(spec.run, cell_timeout=args.cell_timeout))
+    devices = _devices(args.device)
+    if args.dry_run:
+        print(plan_run(spec, args.out, devices).describe())
+        return 0
+    check_output_dir(args.out)
     counts = run_experiment(
         spec,
         args.out,
@@ -92,16 +138,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         devices=devices,
-        progress=not args.quiet,
+        progress=not args.quiet and sys.stderr.isatty(),  # no carriage-return spam in logs
     )
     print(
         f"cells: {counts['done']} done, {counts['resumed']} already done (resumed), "
         f"{counts['skipped']} skipped as incompatible, {counts['failed']} failed"
     )
+    if counts["failed"]:
+        _print_failures(args.out)
     if not args.no_report:
         paths = write_report(args.out)
         print(f"report: {paths['html']} (also {paths['markdown']})")
     return 1 if counts["failed"] else 0
+
+
+def _print_failures(out_dir: str) -> None:
+    from lvbench.experiments import ResultStore, read_manifest
+
+    statuses = ResultStore(out_dir).statuses(list(read_manifest(out_dir)["cells"]))
+    for _, row in statuses[statuses["status"] == "failed"].iterrows():
+        obj = f" {row['objective']}" if isinstance(row.get("objective"), str) else ""
+        print(f"  failed: {row['model']} × {row['estimator']}{obj} × k={row['k']} × {row['device']}: {row['reason']}")
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from lvbench.experiments import clean
+    from lvbench.experiments.lock import RunLock
+
+    if not os.path.isdir(args.dir):
+        raise LvbenchInputError(f"{args.dir} is not a folder")
+    with RunLock(args.dir):
+        removed = clean(args.dir)
+    print(f"removed {removed['cells']} cells and {removed['models']} prepared models not in the current spec")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -150,7 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=1, help="processes for --executor process or a local Dask cluster")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler (implies --executor dask)")
-    p.add_argument("--device", nargs="+", help="override the spec's devices, e.g. --device cuda")
+    p.add_argument(
+        "--device",
+        action="append",
+        help="override the spec's devices: cpu, cuda, cuda:N or available (repeat or comma-separate: cpu,cuda)",
+    )
+    p.add_argument(
+        "--cell-timeout",
+        type=float,
+        help="seconds a cell may run before it is stopped and marked failed (the spec's run.cell_timeout; "
+        "an estimator table's own cell_timeout still wins)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the cells to run, already done and skipped; exit")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
@@ -158,10 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write CSV, Markdown and HTML reports of an output folder")
     p.add_argument("dir", help="output folder of `lvbench run`")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("clean", help="delete the cells and prepared models of an output folder not in its current spec")
+    p.add_argument("dir", help="output folder of `lvbench run`")
+    p.set_defaults(func=cmd_clean)
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    return f"lvbench: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     args = build_parser().parse_args(argv)
     if args.command == "run":
         if args.executor is None:
@@ -170,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except USER_ERRORS as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        message = " ".join(str(exc).split("\n"))
         print(f"lvbench {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

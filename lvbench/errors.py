@@ -35,9 +35,11 @@ def suggest(name: object, choices: Iterable[str], n: int = 3) -> list[str]:
     by_normal = {_normal(c): c for c in choices}
     if _normal(name) in by_normal:
         return [by_normal[_normal(name)]]
-    close = difflib.get_close_matches(_normal(name), list(by_normal), n=n, cutoff=0.6)
-    close += [c for key, c in by_normal.items() if _normal(name) in key and c not in close]
-    return [by_normal.get(c, c) for c in close][:n]
+    scores = {key: difflib.SequenceMatcher(None, _normal(name), key).ratio() for key in by_normal}
+    best = max(scores.values(), default=0.0)
+    close = [key for key in sorted(scores, key=scores.get, reverse=True) if scores[key] >= max(0.6, best - 0.05)]
+    close += [key for key in by_normal if _normal(name) in key and key not in close]
+    return [by_normal[key] for key in close][:n]
 
 
 def did_you_mean(name: object, choices: Iterable[str]) -> str:

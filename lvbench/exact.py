@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from lvbench.protocol import capabilities_of, enumerate_latents
 from lvbench.validation import LvbenchInputError, check_data, check_num_samples
 
 __all__ = ["NoExactReference", "enumerated_objective", "exact_gradient", "exact_objective", "has_exact"]
@@ -29,7 +30,7 @@ class NoExactReference(LvbenchInputError):
 
 def enumerated_objective(model, x: torch.Tensor, objective: str, k: int = 1) -> torch.Tensor:
     """ELBO or IWAE-k of a discrete-latent model's encoder by enumerating the support: [N], differentiable."""
-    support = model.enumerate_latents()
+    support = enumerate_latents(model)
     q = model.encoder(x)
     z = support[:, None].expand(support.shape[0], x.shape[0])
     log_q = q.log_prob(z)  # [C, N]
@@ -54,14 +55,14 @@ def _enumeration_fits(categories: int, k: int, n_points: int) -> bool:
 
 def has_exact(model, objective: str, k: int = 1, n_points: int = 1) -> bool:
     """Whether ``exact_objective`` can compute ``objective`` at ``k`` on ``model`` for ``n_points`` points."""
-    caps = model.capabilities()
+    caps = capabilities_of(model)
     if objective == "log_marginal":
         return "exact_marginal" in caps
     enumerable = "enumerable" in caps and "encoder" in caps
     if objective == "elbo" or k == 1:
         return hasattr(model, "exact_elbo") or enumerable
     if objective == "iwae" and enumerable:
-        return _enumeration_fits(model.enumerate_latents().shape[0], k, n_points)
+        return _enumeration_fits(enumerate_latents(model).shape[0], k, n_points)
     return False
 
 

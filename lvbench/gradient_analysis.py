@@ -25,6 +25,7 @@ from lvbench.errors import LvbenchInputError
 from lvbench.estimators.streaming import bytes_per_sample, items_within_budget, memory_budget
 from lvbench.exact import exact_gradient, has_exact
 from lvbench.measure import sync
+from lvbench.protocol import capabilities_of, inference_parameters
 from lvbench.registry import get_estimator
 from lvbench.validation import check_data, check_num_samples
 
@@ -64,15 +65,9 @@ def _layout(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], dict[str,
     for n, p in named:
         slices[n] = slice(start, start + p.numel())
         start += p.numel()
-    phi = {id(p) for p in model.inference_parameters()} if hasattr(model, "inference_parameters") else set()
+    phi = {id(p) for p in inference_parameters(model)}
     groups = {"theta": [n for n, p in named if id(p) not in phi], "phi": [n for n, p in named if id(p) in phi]}
     return named, slices, groups
-
-
-#: Loop draws per round of the pilot that ``vectorize="auto"`` times against a vmap batch.
-PILOT_LOOP_DRAWS = 3
-#: Alternating timed rounds of each method in the pilot; the fastest round of each is compared.
-PILOT_ROUNDS = 2
 
 
 def draw_gradients(
@@ -89,15 +84,16 @@ def draw_gradients(
     """R = ``repeats`` independent gradients of ``estimator``'s surrogate, flattened [R, P].
 
     ``vectorize``: True (torch.func.vmap over draws, ``batch`` at a time; falls back to a loop where an
-    op has no batching rule), False (a loop of backward passes), or "auto": time vmap batches and a
-    few loop draws, alternately, then draw the rest the faster way (vmap wins by 10-25x on small models, where
-    per-draw overhead dominates; a loop is faster on large compute-bound ones). ``batch`` defaults to
-    as many draws as fit the device's memory budget, like a likelihood chunk, so that large N·k cannot
-    exhaust memory (64 draws of the IWAE-paper VAE at N = 100, k = 1000 hold ~10¹¹ bytes of
-    activations; at k = 1 and 10 the budget's choice ran within 15% of the best fixed batch on the
-    2-core CPU). Pilot draws are kept: every draw is an independent gradient.
-    ``seconds_per_gradient`` is the total time over R. Uses the current torch RNG state: seed it for
-    reproducible draws.
+    op has no batching rule), False (a loop of backward passes), or "auto": vmap where more than one
+    draw fits the memory budget, else the loop. "auto" decides from the problem (model, N, k, device),
+    never from a stopwatch, so the same seed gives the same bits on every run (vmap and the loop draw
+    different random streams). vmap wins by 10-25x on small models, where per-draw overhead dominates;
+    where one draw fills the budget (large compute-bound models) the loop is as fast.
+    ``batch`` defaults to as many draws as fit the device's memory budget, like a likelihood chunk, so
+    that large N·k cannot exhaust memory (64 draws of the IWAE-paper VAE at N = 100, k = 1000 hold
+    ~10¹¹ bytes of activations; at k = 1 and 10 the budget's choice ran within 15% of the best fixed
+    batch on the 2-core CPU). ``seconds_per_gradient`` is the total time over R. Uses the current
+    torch RNG state: seed it for reproducible draws.
     """
     if vectorize not in (True, False, "auto"):
         raise LvbenchInputError(f"vectorize must be True, False or 'auto', got {vectorize!r}")
@@ -121,14 +117,6 @@ def draw_gradients(
     start = time.perf_counter()
     # "auto" with one draw per batch: a vmap of one draw is a loop plus the transform's overhead
     use_vmap = vectorize is True or (vectorize == "auto" and batch > 1)
-    pilot_vmap = max(2, min(batch, repeats // 4) // PILOT_ROUNDS)
-    if use_vmap and vectorize == "auto" and repeats >= 2 + PILOT_ROUNDS * (pilot_vmap + PILOT_LOOP_DRAWS):
-        vec.draw(2)  # untimed warm-up of the vmap path (its draws are kept)
-        per_vmap = per_loop = math.inf
-        for _ in range(PILOT_ROUNDS):  # alternating, best of each: a GC pause in one round cannot decide
-            per_vmap = min(per_vmap, _timed(lambda: vec.draw(pilot_vmap), device) / pilot_vmap)
-            per_loop = min(per_loop, _timed(lambda: loop.draw(PILOT_LOOP_DRAWS), device) / PILOT_LOOP_DRAWS)
-        use_vmap = vec.ok and per_vmap < per_loop
     if use_vmap:
         vec.draw(repeats - rows.filled)
     loop.draw(repeats - rows.filled)  # everything, or what vmap could not batch
@@ -136,14 +124,6 @@ def draw_gradients(
     seconds = (time.perf_counter() - start) / repeats
     method = "vmap" if use_vmap and vec.ok else "loop"
     return GradientDraws(values, slices, groups, seconds, method, batch)
-
-
-def _timed(fn, device: torch.device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
 
 
 class _Rows:
@@ -250,7 +230,7 @@ def _reference_estimator(model: nn.Module, objective: str, k: int, avoid: str | 
     """The plainest unbiased estimator that applies and is not ``avoid``: pathwise (then DReG for IWAE)
     for reparameterizable latents, else score function with a leave-one-out baseline (k >= 2), then
     without one."""
-    if "reparameterizable" in model.capabilities():
+    if "reparameterizable" in capabilities_of(model):
         candidates = ["reparam", "dreg", "score_function"]
     else:
         candidates = ["score_function_loo", "score_function"]

@@ -233,7 +233,9 @@ def incompatibility(entry: Entry | str, model: Any, **options: Any) -> str | Non
     """Why ``entry`` cannot run on ``model`` with ``options``, or None when it can."""
     if isinstance(entry, str):
         entry = get_estimator(entry)
-    caps = model.capabilities()
+    from lvbench.protocol import capabilities_of
+
+    caps = capabilities_of(model)
     missing = sorted(entry.needs - caps)
     if missing:
         return f"{entry.name} needs {', '.join(missing)}, which {type(model).__name__} does not provide"

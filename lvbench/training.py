@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from lvbench.data import BinarizedImages
 from lvbench.estimators.gradient.common import batch_objective
+from lvbench.protocol import capabilities_of, inference_parameters
 from lvbench.registry import get_estimator
 from lvbench.validation import LvbenchInputError, check_data, check_num_samples
 
@@ -99,17 +100,17 @@ def fit_encoder(
     """Fit only the encoder φ by maximizing the ELBO on ``x`` with θ fixed (an imperfect, realistic
     amortized proposal for toy models). Uses pathwise gradients where possible, else a leave-one-out
     score function. Returns the ELBO trace."""
-    estimator = "reparam" if "reparameterizable" in model.capabilities() else "score_function_loo"
+    estimator = "reparam" if "reparameterizable" in capabilities_of(model) else "score_function_loo"
     est = get_estimator(estimator)
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     trace = []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        opt = torch.optim.Adam(model.inference_parameters(), lr=lr)
+        opt = torch.optim.Adam(inference_parameters(model), lr=lr)
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             surrogate = est(model, x, num_samples=k, objective="elbo")
-            phi = model.inference_parameters()
+            phi = inference_parameters(model)
             grads = torch.autograd.grad(-surrogate, phi)
             for p, g in zip(phi, grads, strict=True):
                 p.grad = g

@@ -6,8 +6,10 @@ import numbers
 
 import numpy as np
 import torch
+from torch.distributions import constraints
 
 from lvbench.errors import LvbenchInputError
+from lvbench.protocol import data_support
 
 __all__ = ["LvbenchInputError", "check_num_samples", "check_data", "model_dtype_device"]
 
@@ -53,7 +55,26 @@ def check_data(x: object, model: torch.nn.Module, data_dim: int | None = None) -
         raise LvbenchInputError(
             f"x has {x.shape[1]} features per point but the model expects data_dim={data_dim} (shape {tuple(x.shape)})"
         )
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).any(dim=1).sum())
-        raise LvbenchInputError(f"x contains NaN or infinite values ({bad} of {x.shape[0]} points affected)")
+    support = data_support(model)
+    finite = torch.isfinite(x)
+    ok = finite.all() if support is None else (finite & support.check(x)).all()
+    if not ok:  # the one host sync of a call: NaN and support checked together
+        if not finite.all():
+            bad = int((~finite).any(dim=1).sum())
+            raise LvbenchInputError(f"x contains NaN or infinite values ({bad} of {x.shape[0]} points affected)")
+        outside = ~support.check(x)
+        bad, example = int(outside.any(dim=1).sum()), float(x[outside][0])
+        raise LvbenchInputError(
+            f"x lies outside the support of {type(model).__name__}'s likelihood, {describe_support(support)}: "
+            f"{bad} of {x.shape[0]} points (e.g. the value {example:g}); its log p(x) would be meaningless"
+        )
     return x
+
+
+def describe_support(support: constraints.Constraint) -> str:
+    """A constraint in words, for error messages."""
+    if support is constraints.boolean:
+        return "binary values {0, 1} (binarize grey levels first)"
+    if isinstance(support, constraints.interval | constraints.half_open_interval):
+        return f"[{support.lower_bound}, {support.upper_bound}]"
+    return str(support)

@@ -80,3 +80,13 @@ def gmm_numpy_gradient(m, x, objective, k=1):
         return gmm_objective(xn, p["logits"], p["means"], np.exp(p["log_stds"]), layers, objective, k).mean()
 
     return central_difference(f, params)
+
+
+def make_plugin_dist(root, name, entry_points):
+    """An installed distribution under ``root`` (a folder to put on PYTHONPATH) whose entry points are
+    ``entry_points`` (the text of entry_points.txt): what importlib.metadata finds for a pip-installed
+    plugin."""
+    info = root / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)

@@ -54,7 +54,7 @@ def test_unknown_names_and_options(lg):
         lvbench.get_model("nope")
     with pytest.raises(LvbenchInputError, match="no option"):
         lvbench.get_estimator("iwae")(lg, x, num_samples=2, temperature=1.0)
-    with pytest.raises(IncompatibleError, match="unknown proposal"):
+    with pytest.raises(LvbenchInputError, match="proposal must be one of .* got 'posterio'. Did you mean 'posterior'"):
         lvbench.get_estimator("iwae")(lg, x, num_samples=2, proposal="posterio")
     with pytest.raises(LvbenchInputError, match="chunk_size"):
         lvbench.get_estimator("iwae")(lg, x, num_samples=2, chunk_size=0)

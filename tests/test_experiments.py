@@ -40,7 +40,7 @@ def tiny(**changes):
 
 
 def test_available_devices_expand_to_cpu_and_cuda_when_present():
-    from lvbench.experiments.execute import resolve_devices
+    from lvbench.experiments.plan import resolve_devices
 
     expected = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
     assert resolve_devices(("available",)) == expected
@@ -66,7 +66,7 @@ def test_default_spec_is_valid_and_documents_every_section():
         ({"run": {"repeats": 2.5}}, "run.repeats must be an integer"),
         ({"run": {"dtype": "float16"}}, "run.dtype"),
         ({"run": {"devices": ["tpu"]}}, "unknown device"),
-        ({"run": {"sed": 1}}, "unknown keys"),
+        ({"run": {"sed": 1}}, "\\[run\\] has no key 'sed'. Did you mean 'seed'"),
         ({"models": {"v": {"type": "vae", "dataset": "digits", "checkpoint": "/nope/vae.pt"}}}, "file not found"),
         ({"models": {"v": {"type": "vae"}}}, "needs `dataset`"),
         ({"gradients": {"dreg": {"k": [2], "objective": "elbo"}}}, "dreg estimates \\['iwae'\\]"),

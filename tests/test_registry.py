@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers import make_plugin_dist
 
 import lvbench
 from lvbench.registry import ESTIMATORS
@@ -47,12 +48,6 @@ def plugin_prior_mean(model, x, k):
     '''log p(x | E[z]) with E[z] = 0: a third-party toy estimator.'''
     return model.likelihood(model.prior().mean.expand(x.shape[0], -1)).log_prob(x)
 """
-
-
-def make_plugin_dist(root, name, entry_points):
-    (root / f"{name}-0.1.dist-info").mkdir()
-    (root / f"{name}-0.1.dist-info" / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    (root / f"{name}-0.1.dist-info" / "entry_points.txt").write_text(entry_points)
 
 
 def test_third_party_plugin_appears_and_broken_plugin_only_warns(tmp_path):

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from lvbench.options import check_options
 from lvbench.registry import get_estimator, incompatibility, register_estimator
 from lvbench.validation import LvbenchInputError, check_data, check_num_samples
 
@@ -26,15 +27,6 @@ def option_names(fn: Callable[..., Any]) -> list[str] | None:
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return None
     return [n for n, p in list(params.items())[3:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
-def _check_options(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> None:
-    known = option_names(fn)
-    if known is None:
-        return
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise LvbenchInputError(f"estimator {name!r} has no option(s) {unknown}; its options are {known}")
 
 
 def estimator(
@@ -59,7 +51,7 @@ def estimator(
     def decorate(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         @functools.wraps(fn)
         def run(model: torch.nn.Module, x: torch.Tensor, num_samples: int = 1, **options: Any) -> torch.Tensor:
-            _check_options(name, fn, options)
+            check_options(fn, options, f"estimator {name!r}", skip=3)
             k = check_num_samples(num_samples)
             x = check_data(x, model, getattr(model, "data_dim", None))
             reason = incompatibility(get_estimator(name), model, num_samples=k, **options)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from lvbench.protocol import enumerate_latents
 from lvbench.validation import LvbenchInputError
 
 __all__ = ["Proposal", "resolve_proposal", "sample_with_log_prob", "uniform_proposal"]
 
-Proposal = str | Distribution | Callable[[torch.Tensor], Distribution]
+#: A proposal by name (the spec's only form), a Distribution with batch shape [N], or x -> Distribution.
+Proposal = Literal["encoder", "posterior", "prior"] | Distribution | Callable[[torch.Tensor], Distribution]
 
 
 def _is_diagonal_normal(q: Distribution) -> bool:
@@ -33,7 +36,7 @@ def sample_with_log_prob(q: Distribution, c: int) -> tuple[torch.Tensor, torch.T
 
 def uniform_proposal(model, n: int) -> Distribution:
     """Uniform over the enumerable support of a discrete latent, batch shape [n]."""
-    size = model.enumerate_latents().shape[0]
+    size = enumerate_latents(model).shape[0]
     logits = model.prior().logits.new_zeros(n, size)
     return Categorical(logits=logits, validate_args=False)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from lvbench.errors import LvbenchInputError
+from lvbench.protocol import floats_per_sample
 
 __all__ = [
     "CPU_MEMORY_BUDGET",
@@ -48,7 +49,7 @@ def items_within_budget(bytes_per_item: int, total: int, budget_bytes: int) -> i
 
 def bytes_per_sample(model, x: torch.Tensor) -> int:
     """Bytes of intermediates one latent sample per point of ``x`` takes in ``log_joint`` (generously)."""
-    return x.shape[0] * int(model.floats_per_sample()) * 8
+    return x.shape[0] * floats_per_sample(model, x.shape[-1]) * 8
 
 
 def chunk_size_for(model, x: torch.Tensor, num_samples: int, budget_bytes: int | None = None) -> int:

@@ -1,15 +1,22 @@
-"""A spec expands into cells — model × estimator × k × device (× objective for gradient studies) —
-each with its own seed derived from the run seed and the cell's identity, so results do not depend on
-the order or the process in which cells run."""
+"""A spec expands into cells — model × estimator × k × device (× objective for gradient studies).
+
+A cell's identity (``Cell.id``) is a digest of everything that determines its numbers: the prepared
+model's content address (its full configuration: type, parameters, data, training, reference, run
+seed, dtype), the estimator and all its options, k, objective, device, dtype, repeats, the thread
+count, the diagnostics setting and the lvbench version. Each cell has its own seed derived from the
+run seed and the cell's place in the grid, so results do not depend on the order or the process in
+which cells run.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lvbench.estimators.base import option_names
+from lvbench.experiments.identity import digest
 from lvbench.experiments.spec import Spec
 from lvbench.registry import get_estimator, incompatibility
 
@@ -20,6 +27,7 @@ __all__ = ["Cell", "expand"]
 class Cell:
     kind: str  # "likelihood" or "gradient"
     model: str  # model label
+    model_key: str  # content address of the prepared model
     estimator: str  # estimator label in the spec
     estimator_name: str  # registered estimator
     k: int
@@ -29,6 +37,11 @@ class Cell:
     objective: str | None
     seed: int
     dtype: str
+    threads: int
+    diagnostics_max_k: int  # likelihood cells: k-hat/ESS recorded up to this k (0 for gradient studies)
+    lvbench: str  # version of the code that computes the numbers
+    #: seconds the cell may run (None: no limit); not part of the identity: it cannot change a number
+    timeout: float | None = field(default=None, compare=False)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -36,8 +49,7 @@ class Cell:
 
     @property
     def id(self) -> str:
-        key = json.dumps({k: v for k, v in asdict(self).items() if k != "seed"}, sort_keys=True)
-        return hashlib.sha1(key.encode()).hexdigest()[:16]
+        return digest({k: v for k, v in asdict(self).items() if k != "timeout"})
 
     def describe(self) -> str:
         obj = f" {self.objective}" if self.objective else ""
@@ -45,15 +57,18 @@ class Cell:
 
 
 def _seed(run_seed: int, parts: tuple) -> int:
-    digest = hashlib.sha256(json.dumps([run_seed, *parts]).encode()).hexdigest()
-    return int(digest[:8], 16)
+    digest_ = hashlib.sha256(json.dumps([run_seed, *parts]).encode()).hexdigest()
+    return int(digest_[:8], 16)
 
 
 def expand(
-    spec: Spec, models: dict[str, Any], devices: tuple[str, ...] | None = None
+    spec: Spec, models: dict[str, Any], model_keys: dict[str, str], devices: tuple[str, ...] | None = None
 ) -> tuple[list[Cell], list[tuple[Cell, str]]]:
     """(cells to run, [(cell, reason)] skipped as incompatible). ``models`` maps labels to model instances
-    (used only to read capabilities)."""
+    (read only for their capabilities: an untrained instance will do), ``model_keys`` labels to the
+    content addresses of the prepared models."""
+    from lvbench import __version__
+
     run = spec.run
     cells, skipped = [], []
     for ms in spec.models:
@@ -73,6 +88,7 @@ def expand(
                         cell = Cell(
                             kind=es.kind,
                             model=ms.label,
+                            model_key=model_keys[ms.label],
                             estimator=es.label,
                             estimator_name=es.estimator,
                             k=k,
@@ -82,6 +98,10 @@ def expand(
                             objective=es.objective,
                             seed=_seed(run.seed, parts),
                             dtype=run.dtype,
+                            threads=run.threads,
+                            diagnostics_max_k=run.diagnostics_max_k if es.kind == "likelihood" else 0,
+                            lvbench=__version__,
+                            timeout=es.cell_timeout if es.cell_timeout is not None else run.cell_timeout,
                         )
                         check = {"num_samples": k, **options}
                         if es.objective:

@@ -1,21 +1,22 @@
-"""Run cells and record them: in-process, on a local process pool, or on a Dask cluster.
+"""Run cells and record them: in-process, on a pool of worker processes, or on a Dask cluster.
 
 A cell runs ``repeats`` independent estimates per data point (likelihood) or R independent gradients
 (gradient studies), after a warm-up, timing each repeat (with CUDA synchronisation on GPU) and
-recording peak memory. Any exception, NaN or wrongly shaped result marks the cell failed with the
-reason, and the run goes on. Only the main process writes to the store, as each cell finishes.
+recording peak memory, with ``run.threads`` torch threads whatever the executor (so the bits of every
+number are the same in-process, in a pool or on Dask). Anything the estimator raises (``SystemExit``
+included), NaN or a wrongly shaped result marks the cell failed with the reason, and the run goes on;
+a cell with a time limit runs in a worker process that is killed at the limit. Only the main process
+writes to the store, as each cell finishes; Ctrl-C stops the run with every finished cell kept.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import platform
 import time
 import traceback
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 import numpy as np
@@ -24,19 +25,24 @@ import torch
 from tqdm.auto import tqdm
 
 from lvbench.errors import LvbenchInputError
-from lvbench.experiments.cells import Cell, expand
+from lvbench.experiments.cells import Cell
+from lvbench.experiments.isolate import CellWorker, run_isolated
+from lvbench.experiments.lock import RunLock
+from lvbench.experiments.plan import check_output_dir, plan_run, write_manifest
 from lvbench.experiments.prepare import load_prepared, prepare_model
 from lvbench.experiments.spec import Spec
-from lvbench.experiments.store import ResultStore
+from lvbench.experiments.store import ResultStore, atomic_write
 from lvbench.gradient_analysis import analyze_gradients, draw_gradients
 from lvbench.measure import PeakMemory, sync
 from lvbench.metrics import effective_sample_size, pareto_khat
 from lvbench.registry import get_estimator
 
-__all__ = ["EXECUTORS", "machine_info", "run_cell", "run_experiment"]
+__all__ = ["EXECUTORS", "machine_info", "run_cell", "run_cell_guarded", "run_experiment"]
 
 EXECUTORS = ("local", "process", "dask")
 DIAGNOSED = {"naive_mc", "importance", "iwae"}  # estimators whose estimate is an IS average of weights
+#: Options of a gradient study that are not the estimator's (``analyze_gradients`` takes them).
+STUDY_ONLY = ("reference", "reference_draws")
 
 
 class CellFailure(RuntimeError):
@@ -69,7 +75,7 @@ def _check_estimate(est: object, n: int) -> None:
         raise CellFailure(f"estimator returned NaN or infinite values for {bad} of {n} points")
 
 
-def _likelihood_cell(cell: Cell, prepared, device: torch.device, diagnostics_max_k: int) -> pd.DataFrame:
+def _likelihood_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
     entry = get_estimator(cell.estimator_name)
     model, x = prepared.model, prepared.x
     opts = cell.options
@@ -86,7 +92,7 @@ def _likelihood_cell(cell: Cell, prepared, device: torch.device, diagnostics_max
     with PeakMemory(device) as memory:  # one more, untimed run: memory profiling slows the CPU down
         entry(model, x, num_samples=cell.k, **opts)
     peak = memory.mb
-    khat, ess = _diagnostics(cell, model, x, diagnostics_max_k)
+    khat, ess = _diagnostics(cell, model, x, cell.diagnostics_max_k)
     r, n = len(estimates), x.shape[0]
     return pd.DataFrame(
         {
@@ -122,6 +128,7 @@ def _gradient_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
         seed=cell.seed,
         **cell.options,
     )
+    draw_options = {k: v for k, v in cell.options.items() if k not in STUDY_ONLY}
     with PeakMemory(device) as memory:  # untimed: one vectorized batch of draws
         draw_gradients(
             prepared.model,
@@ -130,7 +137,7 @@ def _gradient_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
             cell.k,
             min(cell.repeats, 64),
             cell.objective,
-            **cell.options,
+            **draw_options,
         )
     table.insert(0, "model", cell.model)
     table["estimator_name"] = table["estimator"]
@@ -145,21 +152,24 @@ def _gradient_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
     return table
 
 
-def run_cell(cell: Cell, out_dir: str, diagnostics_max_k: int = 100_000, threads: int | None = None) -> dict[str, Any]:
-    """Run one cell; never raises. Returns {"status": "done"|"failed", "rows": DataFrame|None, "reason", ...}."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+def run_cell(cell: Cell, out_dir: str) -> dict[str, Any]:
+    """Run one cell with ``cell.threads`` torch threads; never raises but for Ctrl-C. Returns
+    {"status": "done"|"failed", "rows": DataFrame|None, "reason", "seconds", ["traceback"]}."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cell.threads)
     start = time.perf_counter()
     try:
         device = torch.device(cell.device)
-        prepared = load_prepared(out_dir, cell.model, device)
+        prepared = load_prepared(out_dir, cell.model_key, device, label=cell.model)
         torch.manual_seed(cell.seed)
         if cell.kind == "likelihood":
-            rows = _likelihood_cell(cell, prepared, device, diagnostics_max_k)
+            rows = _likelihood_cell(cell, prepared, device)
         else:
             rows = _gradient_cell(cell, prepared, device)
         return {"status": "done", "rows": rows, "reason": "", "seconds": time.perf_counter() - start}
-    except Exception as exc:  # noqa: BLE001 — a failing estimator must not stop the run
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 — SystemExit too: whatever an estimator raises fails only its cell
         reason = f"{type(exc).__name__}: {exc}"
         return {
             "status": "failed",
@@ -168,24 +178,40 @@ def run_cell(cell: Cell, out_dir: str, diagnostics_max_k: int = 100_000, threads
             "traceback": traceback.format_exc(limit=6),
             "seconds": time.perf_counter() - start,
         }
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _run_local(cells: list[Cell], out_dir: str, max_k: int) -> Iterator[tuple[Cell, dict]]:
-    for cell in cells:
-        yield cell, run_cell(cell, out_dir, max_k)
+_WORKER: CellWorker | None = None
 
 
-def _run_process_pool(cells: list[Cell], out_dir: str, max_k: int, workers: int) -> Iterator[tuple[Cell, dict]]:
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(run_cell, cell, out_dir, max_k, 1): cell for cell in cells}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+def run_cell_guarded(cell: Cell, out_dir: str) -> dict[str, Any]:
+    """``run_cell`` in this process, or, for a cell with a time limit, in a worker process of this
+    process that is killed at the limit (kept between cells)."""
+    global _WORKER
+    if cell.timeout is None:
+        return run_cell(cell, out_dir)
+    if _WORKER is None:
+        _WORKER = CellWorker()
+    return _WORKER.run(cell, (out_dir,))
 
 
-def _run_dask(
-    cells: list[Cell], out_dir: str, max_k: int, workers: int, scheduler: str | None
-) -> Iterator[tuple[Cell, dict]]:
+def _run_local(cells: list[Cell], out_dir: str) -> Iterator[tuple[Cell, dict]]:
+    try:
+        for cell in cells:
+            yield cell, run_cell_guarded(cell, out_dir)
+    finally:
+        _close_worker()
+
+
+def _close_worker() -> None:
+    global _WORKER
+    if _WORKER is not None:
+        _WORKER.close()
+        _WORKER = None
+
+
+def _run_dask(cells: list[Cell], out_dir: str, workers: int, scheduler: str | None) -> Iterator[tuple[Cell, dict]]:
     try:
         from dask.distributed import Client, LocalCluster
         from dask.distributed import as_completed as dask_completed
@@ -198,7 +224,7 @@ def _run_dask(
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     try:
-        futures = client.map(run_cell, cells, out_dir=out_dir, diagnostics_max_k=max_k, threads=1, pure=False)
+        futures = client.map(run_cell_guarded, cells, out_dir=out_dir, pure=False)
         by_key = {f.key: c for f, c in zip(futures, cells, strict=True)}
         for fut in dask_completed(futures):
             yield by_key[fut.key], fut.result()
@@ -231,16 +257,6 @@ def source_info() -> dict[str, Any]:
     return info
 
 
-def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
-    """Expand "available" into "cpu" plus "cuda" when a GPU is present, keeping order, without repeats."""
-    out: list[str] = []
-    for d in devices:
-        for name in (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])) if d == "available" else [d]:
-            if name not in out:
-                out.append(name)
-    return tuple(out)
-
-
 def machine_info() -> dict[str, Any]:
     """Where the numbers came from."""
     cpu = platform.processor() or platform.machine()
@@ -270,59 +286,64 @@ def run_experiment(
     devices: Iterable[str] | None = None,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Prepare models, expand the grid, run every cell not already finished, and record results."""
+    """Plan the grid, prepare the models, run every cell not already done, and record the results.
+
+    Holds the folder's lock throughout: a second run into the same folder stops at once.
+    """
     if executor not in EXECUTORS:
         raise LvbenchInputError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     if workers < 1:
         raise LvbenchInputError(f"workers must be >= 1, got {workers}")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "spec.json"), "w") as fh:
-        json.dump(spec.source, fh, indent=1)
-    store = ResultStore(out_dir)
+    check_output_dir(out_dir)
+    with RunLock(out_dir):
+        return _run_locked(spec, out_dir, executor, workers, scheduler, devices, progress)
+
+
+def _run_locked(spec, out_dir, executor, workers, scheduler, devices, progress) -> dict[str, int]:
     started = time.time()
-    models = {}
-    for ms in tqdm(spec.models, desc="prepare models", disable=not progress, leave=False):
-        prepare_model(ms, spec.run, out_dir, progress=progress)
-        models[ms.label] = load_prepared(out_dir, ms.label).model
-    device_list = resolve_devices(tuple(devices) if devices else spec.run.devices)
-    cells, skipped = expand(spec, models, device_list)
-    no_cuda = [c for c in cells if c.device.startswith("cuda") and not torch.cuda.is_available()]
-    skipped += [(c, "CUDA is not available on this machine") for c in no_cuda]
-    cells = [c for c in cells if c not in no_cuda]
-    for cell, reason in skipped:
+    plan = plan_run(spec, out_dir, tuple(devices) if devices else None)
+    write_manifest(out_dir, spec, plan)
+    store = ResultStore(out_dir)
+    for cell, reason in plan.skipped:
         store.write(cell, "skipped", reason=reason)
-    with open(os.path.join(out_dir, "cells.json"), "w") as fh:
-        json.dump([c.id for c in cells] + [c.id for c, _ in skipped], fh)
-    todo = [c for c in cells if not store.is_final(c)]
-    max_k = spec.run.diagnostics_max_k
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.run.threads)  # preparation too: its bits depend on the thread count
+    try:
+        for ms in tqdm(spec.models, desc="prepare models", disable=not progress, leave=False):
+            key = prepare_model(ms, spec.run, out_dir, progress=progress)
+            if key != plan.model_keys[ms.label]:  # a data or checkpoint file changed under the run
+                raise LvbenchInputError(f"the inputs of model {ms.label!r} changed while the run started; rerun")
+    finally:
+        torch.set_num_threads(threads)
+    todo = plan.todo
     if executor == "local":
-        results = _run_local(todo, out_dir, max_k)
+        results = _run_local(todo, out_dir)
     elif executor == "process":
-        results = _run_process_pool(todo, out_dir, max_k, workers)
+        results = run_isolated(todo, (out_dir,), workers)
     else:
-        results = _run_dask(todo, out_dir, max_k, workers, scheduler)
-    counts = {"done": 0, "failed": 0, "skipped": len(skipped), "resumed": len(cells) - len(todo)}
+        results = _run_dask(todo, out_dir, workers, scheduler)
+    counts = {"done": 0, "failed": 0, "skipped": len(plan.skipped), "resumed": len(plan.done)}
     bar = tqdm(total=len(todo), desc="cells", disable=not progress)
-    for cell, result in results:
-        info = {"seconds": result["seconds"]}
-        if "traceback" in result:
-            info["traceback"] = result["traceback"]
-        store.write(cell, result["status"], result["rows"], result["reason"], **info)
-        counts[result["status"]] += 1
-        bar.set_postfix_str(f"last: {cell.describe()}"[:70])
-        bar.update()
-    bar.close()
-    with open(os.path.join(out_dir, "run.json"), "w") as fh:
-        json.dump(
-            {
-                "machine": machine_info(),
-                "source": source_info(),
-                "executor": executor,
-                "workers": workers,
-                "seconds": time.time() - started,
-                "counts": counts,
-            },
-            fh,
-            indent=1,
-        )
+    try:
+        for cell, result in results:
+            info = {"seconds": result["seconds"]}
+            if "traceback" in result:
+                info["traceback"] = result["traceback"]
+            store.write(cell, result["status"], result["rows"], result["reason"], **info)
+            counts[result["status"]] += 1
+            bar.set_postfix_str(f"last: {cell.describe()}"[:70])
+            bar.update()
+    finally:
+        bar.close()
+        results.close()
+    record = {
+        "machine": machine_info(),
+        "source": source_info(),
+        "executor": executor,
+        "workers": workers,
+        "threads_per_cell": spec.run.threads,
+        "seconds": time.time() - started,
+        "counts": counts,
+    }
+    atomic_write(os.path.join(out_dir, "run.json"), lambda tmp: json.dump(record, open(tmp, "w"), indent=1))
     return counts

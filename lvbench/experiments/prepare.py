@@ -1,13 +1,20 @@
 """Turn each [models.*] entry into a saved artifact: the model's weights, its evaluation points and the
 reference log p(x) they are judged against (exact where the model allows, else a much stronger
-estimate with its standard error). Artifacts are written once and reused on resume; they hold only
-tensors and plain values and are read with ``torch.load(weights_only=True)``.
+estimate with its standard error).
+
+An artifact is content-addressed: it lives at ``models/<key>.pt`` where the key is a digest of the
+model's full configuration (``model_config``: type, parameters, data and the data file's bytes,
+training, checkpoint bytes, encoder fit, reference, BDMC settings, run seed, dtype, threads), so a
+changed spec prepares a new artifact and never reuses an old one. Artifacts hold only tensors and
+plain values and are read with ``torch.load(weights_only=True)``; one that does not read back is
+prepared again, with a warning naming it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,22 +22,28 @@ import torch
 
 from lvbench.data import load_dataset, sample_from_model
 from lvbench.errors import LvbenchInputError
-from lvbench.experiments.spec import ModelSpec, RunSettings
-from lvbench.models import load_vae
+from lvbench.experiments.identity import digest, file_digest
+from lvbench.experiments.spec import ModelSpec, RunSettings, SpecError
+from lvbench.experiments.store import StoreWarning, atomic_write
+from lvbench.models.vae import load_state, load_vae, load_weights_only
+from lvbench.protocol import capabilities_of
 from lvbench.registry import get_estimator, get_model
 from lvbench.training import fit_encoder, train_vae
 
-__all__ = ["PreparedModel", "load_prepared", "prepare_model"]
+__all__ = ["PreparedModel", "instantiate", "load_prepared", "model_config", "model_key", "prepare_model"]
 
-ARTIFACT_FORMAT = "lvbench.prepared/1"
+ARTIFACT_FORMAT = "lvbench.prepared/2"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEFAULT_TRAIN = {"epochs": 50, "objective": "iwae", "k": 5, "batch_size": 100, "lr": 1e-3}
 DEFAULT_REFERENCE = {"estimator": "iwae", "k": 20000, "repeats": 4}
+DEFAULT_ENCODER_FIT = {"steps": 300, "lr": 1e-2, "k": 8, "train_points": 512}
+DEFAULT_BDMC = {"steps": 200, "chains": 4, "points": 8}
 
 
 @dataclass
 class PreparedModel:
     label: str
+    key: str
     type: str
     params: dict[str, Any]
     model: torch.nn.Module
@@ -41,31 +54,104 @@ class PreparedModel:
     extras: dict[str, Any]
 
 
-def _artifact_path(out_dir: str, label: str) -> str:
-    return os.path.join(out_dir, "models", f"{label}.pt")
+def artifact_path(out_dir: str, key: str) -> str:
+    return os.path.join(out_dir, "models", f"{key}.pt")
+
+
+def _dataset_options(ms: ModelSpec) -> dict[str, Any]:
+    return {"binarization": "dynamic", **ms.dataset_options, **({"split": "train"} if ms.dataset == "digits" else {})}
+
+
+def _checkpoint_config(ms: ModelSpec) -> dict[str, Any]:
+    """The checkpoint's architecture, refusing a spec parameter that contradicts it."""
+    config = load_vae(ms.checkpoint).config
+    for key, value in ms.params.items():
+        given = list(value) if isinstance(value, tuple) else value
+        if key in config and config[key] != given:
+            raise SpecError(
+                f"models.{ms.label}.{key} = {value!r} contradicts the checkpoint {ms.checkpoint}, which has "
+                f"{key} = {config[key]!r}; remove the key or use a matching checkpoint"
+            )
+    return dict(config)
+
+
+def _params(ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
+    """The factory's keyword arguments: the spec's, the run seed, and for a VAE the data's dimension or
+    the checkpoint's architecture."""
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ms.params.items()}
+    factory = get_model(ms.type).obj
+    from lvbench.options import signature_options
+
+    names, var_kw = signature_options(factory)
+    if "seed" in names or var_kw:
+        params.setdefault("seed", run.seed)
+    if ms.checkpoint is not None:
+        params.update(_checkpoint_config(ms))
+    elif ms.dataset is not None:
+        params.setdefault("data_dim", load_dataset(ms.dataset, **_dataset_options(ms)).data_dim)
+    return params
+
+
+def model_config(ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
+    """Everything that determines a prepared model's numbers (its weights, points and reference)."""
+    from lvbench import __version__
+
+    dataset_options = dict(ms.dataset_options)
+    if "path" in dataset_options:
+        dataset_options["path_sha256"] = file_digest(dataset_options.pop("path"))
+    trained = ms.dataset is not None and ms.checkpoint is None
+    return {
+        "format": ARTIFACT_FORMAT,
+        "lvbench": __version__,
+        "type": ms.type,
+        "params": _params(ms, run),
+        "points": ms.points,
+        "dataset": ms.dataset,
+        "dataset_options": dataset_options,
+        "train": {**DEFAULT_TRAIN, **ms.train} if trained else None,
+        "checkpoint_sha256": file_digest(ms.checkpoint) if ms.checkpoint else None,
+        "encoder_fit": {**DEFAULT_ENCODER_FIT, **ms.encoder_fit} if ms.dataset is None else None,
+        "reference": {**DEFAULT_REFERENCE, **ms.reference},
+        "bdmc": {**DEFAULT_BDMC, **ms.bdmc} if ms.bdmc else None,
+        "seed": run.seed,
+        "dtype": run.dtype,
+        "threads": run.threads,
+    }
+
+
+def model_key(ms: ModelSpec, run: RunSettings) -> str:
+    """The content address of the prepared model of ``ms``."""
+    return f"{ms.type}-{digest(model_config(ms, run))}"
 
 
 def _build(type_: str, params: dict[str, Any], dtype: torch.dtype) -> torch.nn.Module:
+    factory = get_model(type_)
     try:
-        return get_model(type_)(**params).to(dtype)
-    except TypeError as exc:
-        raise LvbenchInputError(f"model type {type_!r} rejected its parameters {params}: {exc}") from None
+        model = factory(**params)
+    except (TypeError, LvbenchInputError) as exc:
+        raise SpecError(f"model type {type_!r} rejected its parameters {params}: {exc}") from None
+    return model.to(dtype)
 
 
-def load_prepared(out_dir: str, label: str, device: str | torch.device = "cpu") -> PreparedModel:
+def instantiate(ms: ModelSpec, run: RunSettings) -> torch.nn.Module:
+    """The untrained model of ``ms`` (cheap): enough to read its capabilities and check the spec."""
+    return _build(ms.type, _params(ms, run), DTYPES[run.dtype])
+
+
+def load_prepared(out_dir: str, key: str, device: str | torch.device = "cpu", label: str = "") -> PreparedModel:
     """Rebuild a prepared model (on ``device``) from its artifact."""
-    art = torch.load(_artifact_path(out_dir, label), map_location="cpu", weights_only=True)
-    if art.get("format") != ARTIFACT_FORMAT:
-        raise LvbenchInputError(f"{_artifact_path(out_dir, label)} is not an lvbench prepared-model artifact")
-    dtype = DTYPES[art["dtype"]]
-    model = _build(art["type"], art["params"], dtype)
-    model.load_state_dict(art["state_dict"])
-    model = model.to(device)
+    path = artifact_path(out_dir, key)
+    art = load_weights_only(path, what="prepared-model artifact")
+    if not isinstance(art, dict) or art.get("format") != ARTIFACT_FORMAT or art.get("key") != key:
+        raise LvbenchInputError(f"{path} is not the lvbench prepared-model artifact {key}")
+    model = _build(art["type"], art["params"], DTYPES[art["dtype"]])
+    load_state(model, art["state_dict"], path)
     return PreparedModel(
-        label=art["label"],
+        label=label,
+        key=key,
         type=art["type"],
         params=art["params"],
-        model=model,
+        model=model.to(device),
         x=art["x"].to(device),
         reference=art["reference"],
         reference_se=art["reference_se"],
@@ -76,7 +162,7 @@ def load_prepared(out_dir: str, label: str, device: str | torch.device = "cpu") 
 
 def _reference(model, x: torch.Tensor, options: dict[str, Any], seed: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Mean and standard error over ``repeats`` runs of a strong estimator (default IWAE, k = 20,000)."""
-    opts = {**DEFAULT_REFERENCE, **options}
+    opts = dict(options)
     name, k, repeats = opts.pop("estimator"), int(opts.pop("k")), int(opts.pop("repeats"))
     torch.manual_seed(seed)
     runs = torch.stack([get_estimator(name)(model, x, num_samples=k, **opts).double() for _ in range(repeats)])
@@ -85,57 +171,68 @@ def _reference(model, x: torch.Tensor, options: dict[str, Any], seed: int) -> tu
     return runs.mean(0), se, f"{name} (k={k}{extra}), mean of {repeats} runs"
 
 
+def _check_finite(model: torch.nn.Module, label: str, when: str) -> None:
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    bad = [name for name, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise LvbenchInputError(f"model {label!r} has NaN or infinite parameters {when}: {bad[:5]}")
+
+
 def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool = True) -> str:
-    """Build, fit or train, and save the model of one [models.*] entry; return the artifact path."""
-    path = _artifact_path(out_dir, ms.label)
+    """Build, fit or train, and save the model of one [models.*] entry unless its artifact exists and reads
+    back; return its key."""
+    config = model_config(ms, run)
+    key = f"{ms.type}-{digest(config)}"
+    path = artifact_path(out_dir, key)
     if os.path.isfile(path):
-        return path
+        try:
+            load_prepared(out_dir, key)
+            return key
+        except LvbenchInputError as exc:
+            warnings.warn(f"{os.path.relpath(path, out_dir)}: {exc}; preparing it again", StoreWarning, stacklevel=2)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     dtype = DTYPES[run.dtype]
-    params = dict(ms.params)
+    params = config["params"]
     extras: dict[str, Any] = {}
-    if ms.type == "vae":
-        split = {"split": "train"} if ms.dataset == "digits" else {}
-        data = load_dataset(ms.dataset, **{"binarization": "dynamic", **ms.dataset_options, **split})
-        params.setdefault("data_dim", data.data_dim)
-        params.setdefault("seed", run.seed)
+    model = _build(ms.type, params, dtype)
+    _check_finite(model, ms.label, "as built")
+    if ms.dataset is not None:
         if ms.checkpoint is not None:
-            loaded = load_vae(ms.checkpoint)
-            params.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in loaded.config.items()})
-            model = _build(ms.type, params, dtype)
-            model.load_state_dict(loaded.state_dict())
+            load_state(model, load_vae(ms.checkpoint).to(dtype).state_dict(), ms.checkpoint)
             extras["checkpoint"] = ms.checkpoint
+            _check_finite(model, ms.label, f"in checkpoint {ms.checkpoint}")
         else:
-            model = _build(ms.type, params, dtype)
-            train = {**DEFAULT_TRAIN, **ms.train}
-            history = train_vae(model, data, seed=run.seed, progress=progress, **train)
-            extras["train"] = {k: v for k, v in train.items()}
+            data = load_dataset(ms.dataset, **_dataset_options(ms))
+            history = train_vae(model, data, seed=run.seed, progress=progress, **config["train"])
+            extras["train"] = dict(config["train"])
             extras["train_final_objective"] = float(history["objective"].iloc[-1])
+            _check_finite(model, ms.label, "after training (diverged? lower train.lr)")
         if ms.dataset == "digits":
             test = load_dataset("digits", split="test", binarization="static", seed=run.seed)
         else:
-            test = data
+            test = load_dataset(ms.dataset, **{**_dataset_options(ms), "binarization": "static"})
         x = test.tensor()[: ms.points].to(dtype)
-        with torch.no_grad():
-            reference, reference_se, reference_name = _reference(model, x, ms.reference, run.seed)
     else:
-        params.setdefault("seed", run.seed)
-        model = _build(ms.type, params, dtype)
         x, _ = sample_from_model(model, ms.points, seed=run.seed + 1)
-        if model.encoder is not None:
-            fit = {"steps": 300, "lr": 1e-2, "k": 8, "train_points": 512, **ms.encoder_fit}
+        if getattr(model, "encoder", None) is not None:
+            fit = dict(config["encoder_fit"])
             train_x, _ = sample_from_model(model, int(fit.pop("train_points")), seed=run.seed + 2)
             trace = fit_encoder(model, train_x, seed=run.seed, **fit)
             extras["encoder_fit_elbo"] = trace[-1]
+            _check_finite(model, ms.label, "after fitting its encoder (lower encoder_fit.lr)")
+    if "exact_marginal" in capabilities_of(model):
         with torch.no_grad():
             reference = model.log_marginal(x).double()
-        reference_se = torch.zeros_like(reference)
-        reference_name = "exact log p(x)"
+        reference_se, reference_name = torch.zeros_like(reference), "exact log p(x)"
+    else:
+        with torch.no_grad():
+            reference, reference_se, reference_name = _reference(model, x, config["reference"], run.seed)
     if ms.bdmc:
-        extras["bdmc"] = _bdmc(model, ms, run)
+        extras["bdmc"] = _bdmc(model, config["bdmc"], run)
     artifact = {
         "format": ARTIFACT_FORMAT,
-        "label": ms.label,
+        "key": key,
+        "config": config,
         "type": ms.type,
         "params": params,
         "dtype": run.dtype,
@@ -146,23 +243,21 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
         "reference_name": reference_name,
         "extras": extras,
     }
-    tmp = f"{path}.tmp"
-    torch.save(artifact, tmp)
-    os.replace(tmp, path)
-    return path
+    atomic_write(path, lambda tmp: torch.save(artifact, tmp))
+    return key
 
 
-def _bdmc(model, ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
+def _bdmc(model, options: dict[str, Any], run: RunSettings) -> dict[str, Any]:
     """BDMC sandwich on points simulated from the model itself (their latents are exact posterior draws)."""
     from lvbench.estimators.likelihood.ais import bdmc
 
-    opts = {"steps": 200, "chains": 4, "points": 8, **ms.bdmc}
+    opts = dict(options)
     n = int(opts.pop("points"))
     x, z = sample_from_model(model, n, seed=run.seed + 3)
     torch.manual_seed(run.seed)
     lower, upper = bdmc(model, x, z, **opts)
     out = {"lower": lower.double().cpu(), "upper": upper.double().cpu(), "options": opts}
-    if "exact_marginal" in model.capabilities():
+    if "exact_marginal" in capabilities_of(model):
         with torch.no_grad():
             out["exact"] = model.log_marginal(x).double().cpu()
     return out

@@ -6,14 +6,16 @@ import copy
 import os
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from lvbench.registry import get_estimator, get_model
+from lvbench.errors import LvbenchInputError, UnknownNameError, did_you_mean
+from lvbench.options import check_keys, check_options, check_value
+from lvbench.registry import Entry, get_estimator, get_model
 
 __all__ = ["EstimatorSpec", "ModelSpec", "RunSettings", "Spec", "SpecError", "default_spec", "load_spec"]
 
@@ -21,7 +23,7 @@ DTYPES = ("float32", "float64")
 PROPOSALS = ("encoder", "posterior", "prior")
 
 
-class SpecError(ValueError):
+class SpecError(LvbenchInputError):
     """A problem in an experiment spec; the message names the key."""
 
 
@@ -33,6 +35,11 @@ class RunSettings:
     devices: tuple[str, ...] = ("cpu",)
     dtype: str = "float32"
     diagnostics_max_k: int = 100_000
+    #: torch intra-op threads for every cell and for model preparation, whatever the executor: the bits
+    #: of a result depend on it (parallel reductions), so it is part of every cell's identity.
+    threads: int = 1
+    #: seconds a cell may run before it is stopped and marked failed (None: no limit).
+    cell_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class EstimatorSpec:
     objective: str | None = None
     repeats: int | None = None
     models: tuple[str, ...] | None = None
+    cell_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,9 +103,7 @@ def _k_list(value: Any, where: str) -> tuple[int, ...]:
 
 def _run(raw: dict[str, Any]) -> RunSettings:
     allowed = set(RunSettings.__dataclass_fields__)
-    unknown = set(raw) - allowed
-    if unknown:
-        raise SpecError(f"[run] has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    _keys(raw, allowed, "[run]")
     devices = raw.get("devices", ["cpu"])
     if isinstance(devices, str):
         devices = [devices]
@@ -116,10 +122,56 @@ def _run(raw: dict[str, Any]) -> RunSettings:
         devices=tuple(devices),
         dtype=dtype,
         diagnostics_max_k=_int(raw.get("diagnostics_max_k", 100_000), "run.diagnostics_max_k", 0),
+        threads=_int(raw.get("threads", 1), "run.threads", 1),
+        cell_timeout=_timeout(raw.get("cell_timeout"), "run.cell_timeout"),
     )
 
 
+def _timeout(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise SpecError(f"{where} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _keys(raw: dict[str, Any], allowed, where: str, also=()) -> None:
+    try:
+        check_keys(raw, allowed, where, also)
+    except UnknownNameError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def _options(fn, options: dict[str, Any], where: str, skip: int, extra=None, also=(), what="option") -> None:
+    """Estimator options, model parameters and nested tables against the function that takes them."""
+    try:
+        check_options(fn, options, where, skip=skip, extra=extra, also=also, what=what)
+    except LvbenchInputError as exc:
+        raise SpecError(str(exc)) from None
+
+
 MODEL_KEYS = {"type", "points", "proposal", "dataset", "train", "checkpoint", "encoder_fit", "reference", "bdmc"}
+TRAIN_KEYS = {"epochs": int, "objective": Literal["elbo", "iwae"], "k": int, "batch_size": int, "lr": float}
+ENCODER_FIT_KEYS = {"steps": int, "lr": float, "k": int, "train_points": int}
+DATASET_KEYS = {"name": str, "path": str, "binarization": Literal["static", "dynamic", "threshold", "none"]}
+ESTIMATOR_TABLE_KEYS = ("k", "repeats", "models", "estimator", "objective", "cell_timeout")
+#: Options of a gradient study itself (``analyze_gradients``), beside the estimator's own.
+STUDY_OPTIONS = {
+    "vectorize": bool | Literal["auto"],
+    "reference": Literal["auto", "exact", "mc"],
+    "reference_draws": int,
+    "batch": int | None,
+}
+
+
+def _fixed_table(raw: dict[str, Any], types: dict[str, Any], where: str) -> dict[str, Any]:
+    _keys(raw, types, f"[{where}]")
+    for key, value in raw.items():
+        try:
+            check_value(value, types[key], f"{where}.{key}")
+        except LvbenchInputError as exc:
+            raise SpecError(str(exc)) from None
+    return raw
 
 
 def _model(label: str, raw: dict[str, Any], run: RunSettings, base_dir: str) -> ModelSpec:
@@ -128,15 +180,18 @@ def _model(label: str, raw: dict[str, Any], run: RunSettings, base_dir: str) -> 
     if "type" not in raw:
         raise SpecError(f"[{where}] needs a `type` (a registered model, e.g. 'linear_gaussian')")
     try:
-        get_model(raw["type"])
-    except KeyError as exc:
-        raise SpecError(f"{where}.type: {exc.args[0]}") from None
+        factory = get_model(raw["type"])
+    except LvbenchInputError as exc:
+        raise SpecError(f"{where}.type: {exc}") from None
+    params = {k: v for k, v in raw.items() if k not in MODEL_KEYS}
+    _options(factory.obj, params, f"[{where}]", 0, also=MODEL_KEYS, what="key")
     proposal = raw.get("proposal", "encoder")
     if proposal not in PROPOSALS:
         raise SpecError(f"{where}.proposal must be one of {PROPOSALS}, got {proposal!r}")
     dataset = raw.get("dataset")
     dataset_options: dict[str, Any] = {}
     if isinstance(dataset, dict):
+        _fixed_table(dataset, DATASET_KEYS, f"{where}.dataset")
         dataset_options = {k: v for k, v in dataset.items() if k != "name"}
         dataset = dataset.get("name")
     if dataset is not None and dataset not in ("digits", "mnist"):
@@ -150,22 +205,38 @@ def _model(label: str, raw: dict[str, Any], run: RunSettings, base_dir: str) -> 
         checkpoint = os.path.join(base_dir, os.path.expanduser(checkpoint))
         if not os.path.isfile(checkpoint):
             raise SpecError(f"{where}.checkpoint: file not found: {checkpoint}")
-    train = _table(raw.get("train", {}), f"{where}.train")
+    train = _fixed_table(_table(raw.get("train", {}), f"{where}.train"), TRAIN_KEYS, f"{where}.train")
     for key in ("epochs", "k", "batch_size"):
         if key in train:
             _int(train[key], f"{where}.train.{key}")
-    if train.get("objective", "iwae") not in ("elbo", "iwae"):
-        raise SpecError(f"{where}.train.objective must be 'elbo' or 'iwae', got {train.get('objective')!r}")
+    if "train" in raw and checkpoint is not None:
+        raise SpecError(f"[{where}] has both `train` and `checkpoint`: a checkpoint is already trained; keep one")
+    encoder_fit = _fixed_table(
+        _table(raw.get("encoder_fit", {}), f"{where}.encoder_fit"), ENCODER_FIT_KEYS, f"{where}.encoder_fit"
+    )
     if dataset is not None and raw["type"] != "vae":
         raise SpecError(f"{where}: `dataset` is only for type = 'vae' (toy models simulate their data)")
     if raw["type"] == "vae" and dataset is None:
         raise SpecError(f"[{where}] (a VAE) needs `dataset` ('digits' or 'mnist')")
     reference = _table(raw.get("reference", {}), f"{where}.reference")
-    if "estimator" in reference:
-        try:
-            get_estimator(reference["estimator"])
-        except KeyError as exc:
-            raise SpecError(f"{where}.reference.estimator: {exc.args[0]}") from None
+    try:
+        ref_entry = get_estimator(reference.get("estimator", "iwae"))
+    except LvbenchInputError as exc:
+        raise SpecError(f"{where}.reference.estimator: {exc}") from None
+    if ref_entry.kind != "likelihood":
+        raise SpecError(f"{where}.reference.estimator: {ref_entry.name!r} is not a likelihood estimator")
+    ref_options = {k: v for k, v in reference.items() if k not in ("estimator", "k", "repeats")}
+    _options(ref_entry.obj, ref_options, f"{where}.reference", 3, also=("estimator", "k", "repeats"))
+    for key in ("k", "repeats"):
+        if key in reference:
+            _int(reference[key], f"{where}.reference.{key}")
+    bdmc = _table(raw.get("bdmc", {}), f"{where}.bdmc")
+    if bdmc:
+        from lvbench.estimators.likelihood.ais import bdmc as bdmc_fn
+
+        _options(bdmc_fn, {k: v for k, v in bdmc.items() if k != "points"}, f"{where}.bdmc", 3, also=("points",))
+        if "points" in bdmc:
+            _int(bdmc["points"], f"{where}.bdmc.points")
     params = {k: v for k, v in raw.items() if k not in MODEL_KEYS}
     return ModelSpec(
         label=label,
@@ -177,9 +248,9 @@ def _model(label: str, raw: dict[str, Any], run: RunSettings, base_dir: str) -> 
         dataset_options=dataset_options,
         train=train,
         checkpoint=checkpoint,
-        encoder_fit=_table(raw.get("encoder_fit", {}), f"{where}.encoder_fit"),
+        encoder_fit=encoder_fit,
         reference=reference,
-        bdmc=_table(raw.get("bdmc", {}), f"{where}.bdmc"),
+        bdmc=bdmc,
     )
 
 
@@ -189,14 +260,16 @@ def _estimator(label: str, raw: dict[str, Any], section: str) -> EstimatorSpec:
     name = raw.pop("estimator", label)
     try:
         entry = get_estimator(name)
-    except KeyError as exc:
-        raise SpecError(f"[{where}]: {exc.args[0]}") from None
+    except LvbenchInputError as exc:
+        raise SpecError(f"[{where}]: {exc}") from None
     kind = "likelihood" if section == "estimators" else "gradient"
     if entry.kind != kind:
         home = "estimators" if entry.kind == "likelihood" else "gradients"
         raise SpecError(f"[{where}]: {name!r} is a {entry.kind} estimator; put it under [{home}]")
     if "k" not in raw:
-        raise SpecError(f"[{where}] needs k, a list of sample budgets such as [1, 10, 100]")
+        close = [key for key in raw if key != "k" and did_you_mean(key, ["k"])]
+        hint = f" ({close[0]!r} is not a key: did you mean 'k'?)" if close else ""
+        raise SpecError(f"[{where}] needs k, a list of sample budgets such as [1, 10, 100]{hint}")
     k = _k_list(raw.pop("k"), f"{where}.k")
     repeats = raw.pop("repeats", None)
     if repeats is not None:
@@ -208,12 +281,21 @@ def _estimator(label: str, raw: dict[str, Any], section: str) -> EstimatorSpec:
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise SpecError(f"{where}.models must be a list of model labels, got {models!r}")
         models = tuple(models)
+    cell_timeout = _timeout(raw.pop("cell_timeout", None), f"{where}.cell_timeout")
     objective = None
     if kind == "gradient":
         objective = raw.pop("objective", entry.objectives[0])
         if objective not in entry.objectives:
             raise SpecError(f"{where}.objective: {name} estimates {list(entry.objectives)}, not {objective!r}")
-    return EstimatorSpec(label, name, kind, k, raw, objective, repeats, models)
+    _check_estimator_options(entry, raw, where)
+    return EstimatorSpec(label, name, kind, k, raw, objective, repeats, models, cell_timeout)
+
+
+def _check_estimator_options(entry: Entry, options: dict[str, Any], where: str) -> None:
+    """Every option is one the estimator (or, for a gradient study, the study) takes, with a fitting value."""
+    extra = STUDY_OPTIONS if entry.kind == "gradient" else None
+    own = {k: v for k, v in options.items() if k != "objective"}
+    _options(entry.obj, own, f"[{where}]", 3, extra=extra, also=ESTIMATOR_TABLE_KEYS)
 
 
 def parse_spec(raw: dict[str, Any], base_dir: str = ".") -> Spec:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, constraints
 
 from lvbench.validation import check_data
 
@@ -123,6 +123,11 @@ class LatentVariableModel(nn.Module):
     def enumerate_latents(self) -> torch.Tensor:
         """The finite support of z (discrete models), shape [C, *event]."""
         return self.prior().enumerate_support(expand=False).reshape(-1)
+
+    @property
+    def data_support(self) -> constraints.Constraint:
+        """Where x may lie under the likelihood (checked once per estimator call); real by default."""
+        return constraints.real
 
     def floats_per_sample(self) -> int:
         """Rough count of floats live per (latent sample, data point) in ``log_joint``; sizes chunks."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributions import Bernoulli, Distribution, Independent
+from torch.distributions import Bernoulli, Distribution, Independent, constraints
 from torch.nn import functional as F
 
 from lvbench.errors import LvbenchInputError
@@ -95,6 +95,11 @@ class VAE(LatentVariableModel):
             return log_prior + x_dot_logits - F.softplus(F.linear(h, last.weight, last.bias)).sum(-1)
 
         return log_joint
+
+    @property
+    def data_support(self) -> constraints.Constraint:
+        """x ∈ {0, 1}^D for the Bernoulli likelihood, real for the Gaussian one."""
+        return constraints.boolean if self.config["likelihood"] == "bernoulli" else constraints.real
 
     def floats_per_sample(self) -> int:
         return 3 * (self.latent_dim + sum(self.config["hidden"]) + self.data_dim)

@@ -9,6 +9,7 @@ import os
 import pandas as pd
 
 from lvbench.errors import LvbenchInputError
+from lvbench.experiments.plan import read_manifest
 from lvbench.experiments.store import ResultStore
 from lvbench.reports.figures import gradient_figures, likelihood_figures
 from lvbench.reports.tables import bdmc_table, gradient_summary, likelihood_summary
@@ -50,14 +51,18 @@ GRADIENT_COLUMNS = [
 ]
 
 
-def _current(frame: pd.DataFrame, out_dir: str, column: str) -> pd.DataFrame:
-    """Rows of the cells in the most recent spec run in this folder (older cells stay on disk)."""
-    path = os.path.join(out_dir, "cells.json")
-    if frame.empty or not os.path.isfile(path):
-        return frame
-    with open(path) as fh:
-        ids = set(json.load(fh))
-    return frame[frame[column].isin(ids)]
+def _with_missing(statuses: pd.DataFrame, store: ResultStore, cells: dict[str, dict]) -> pd.DataFrame:
+    """Statuses of the current cells, with those whose rows or status do not read back (or that never
+    ran) marked missing: a cell never silently vanishes from a report."""
+    reason = "no trustworthy result (never ran, interrupted, or its files are missing or corrupt): rerun the spec"
+    ok = {i for i in cells if store.verified(i, quiet=True) is not None}
+    records = statuses.to_dict("records") if not statuses.empty else []
+    for record in records:
+        if record["status"] == "done" and record["id"] not in ok:
+            record.update(status="missing", reason=reason)
+    seen = {r["id"] for r in records}
+    records += [{"id": i, **what, "status": "missing", "reason": reason} for i, what in cells.items() if i not in seen]
+    return pd.DataFrame(records)
 
 
 def _fmt(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -69,13 +74,17 @@ def write_report(out_dir: str) -> dict[str, str]:
     if not os.path.isdir(out_dir) or not os.path.isdir(os.path.join(out_dir, "status")):
         raise LvbenchInputError(f"{out_dir} is not an lvbench output folder (run `lvbench run --out {out_dir}` first)")
     store = ResultStore(out_dir)
+    manifest = read_manifest(out_dir)
+    if manifest is None:
+        raise LvbenchInputError(f"{out_dir} has no readable manifest.json: run `lvbench run --out {out_dir}` again")
+    ids = list(manifest["cells"])  # exactly the current spec's cells: older ones may stay on disk
     folder = os.path.join(out_dir, "report")
     figures_dir = os.path.join(folder, "figures")
     os.makedirs(figures_dir, exist_ok=True)
-    lik = likelihood_summary(_current(store.rows("likelihood"), out_dir, "cell_id"))
-    grad = gradient_summary(_current(store.rows("gradient"), out_dir, "cell_id"))
-    statuses = _current(store.statuses(), out_dir, "id")
-    bdmc = bdmc_table(out_dir)
+    lik = likelihood_summary(store.rows("likelihood", ids))
+    grad = gradient_summary(store.rows("gradient", ids))
+    statuses = _with_missing(store.statuses(ids), store, manifest["cells"])
+    bdmc = bdmc_table(out_dir, manifest["models"])
     paths = {}
     if not lik.empty:
         paths["summary"] = os.path.join(folder, "summary.csv")

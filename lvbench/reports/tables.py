@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lvbench.metrics import khat_band, summarize_estimates
 
@@ -80,22 +79,24 @@ def gradient_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return groups[[c for c in cols if c in groups]].sort_values(["model", "estimator", "objective", "k", "group"])
 
 
-def bdmc_table(out_dir: str) -> pd.DataFrame:
-    """BDMC sandwiches recorded when models were prepared: mean lower and upper bounds and their gap."""
+def bdmc_table(out_dir: str, models: dict[str, str]) -> pd.DataFrame:
+    """BDMC sandwiches recorded when the models ({label: key}) were prepared: mean lower and upper bounds
+    and their gap."""
+    from lvbench.experiments.prepare import artifact_path
+    from lvbench.models.vae import load_weights_only
+
     rows = []
-    models_dir = os.path.join(out_dir, "models")
-    if not os.path.isdir(models_dir):
-        return pd.DataFrame()
-    for name in sorted(os.listdir(models_dir)):
-        if not name.endswith(".pt"):
+    for label, key in sorted(models.items()):
+        path = artifact_path(out_dir, key)
+        if not os.path.isfile(path):
             continue
-        art = torch.load(os.path.join(models_dir, name), map_location="cpu", weights_only=True)
+        art = load_weights_only(path, what="prepared-model artifact")
         bd = art.get("extras", {}).get("bdmc")
         if not bd:
             continue
         lower, upper = bd["lower"].numpy(), bd["upper"].numpy()
         row = {
-            "model": art["label"],
+            "model": label,
             "points": len(lower),
             "steps": bd["options"].get("steps"),
             "chains": bd["options"].get("chains"),

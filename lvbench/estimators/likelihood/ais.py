@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch.distributions import Distribution
@@ -26,10 +27,13 @@ from lvbench.models.base import conditioned_log_joint
 from lvbench.registry import incompatibility
 from lvbench.validation import LvbenchInputError, check_data, check_num_samples
 
+Schedule = Literal["sigmoid", "linear", "geometric"]
+Start = Literal["prior", "encoder"]
+
 __all__ = ["AISConfig", "ais", "ais_log_weights", "annealing_schedule", "bdmc", "pilot_step_sizes"]
 
 
-def annealing_schedule(steps: int, kind: str = "sigmoid", dtype=torch.float64, scale: float = 4.0) -> torch.Tensor:
+def annealing_schedule(steps: int, kind: Schedule = "sigmoid", dtype=torch.float64, scale: float = 4.0) -> torch.Tensor:
     """β_0 = 0 < … < β_T = 1: "linear"; "sigmoid" (dense near both ends; Grosse et al. 2015); or
     "geometric" (β_t log-spaced from 1e-4: dense near 0, where a narrow posterior makes h vary most)."""
     steps = check_num_samples(steps, "steps")
@@ -186,8 +190,8 @@ def ais(
     x: torch.Tensor,
     k: int,
     steps: int = 200,
-    schedule: str = "sigmoid",
-    start: str = "prior",
+    schedule: Schedule = "sigmoid",
+    start: Start = "prior",
     leapfrog_steps: int = 5,
     step_size: float = 0.1,
     target_accept: float = 0.65,
@@ -209,8 +213,8 @@ def bdmc(
     z: torch.Tensor,
     steps: int = 200,
     chains: int = 4,
-    schedule: str = "sigmoid",
-    start: str = "prior",
+    schedule: Schedule = "sigmoid",
+    start: Start = "prior",
     leapfrog_steps: int = 5,
     step_size: float = 0.1,
     target_accept: float = 0.65,

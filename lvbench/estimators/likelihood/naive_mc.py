@@ -13,6 +13,7 @@ from lvbench.estimators.base import estimator
 from lvbench.estimators.likelihood.weights import log_weight_sampler, resolve_chunk_size
 from lvbench.estimators.proposals import uniform_proposal
 from lvbench.estimators.streaming import LogMeanExp, stream
+from lvbench.protocol import capabilities_of
 from lvbench.validation import LvbenchInputError
 
 __all__ = ["naive_mc"]
@@ -23,7 +24,7 @@ def naive_mc(model, x: torch.Tensor, k: int, uniform: bool = False, chunk_size: 
     """log (1/k) Σ_i p(x|z_i) with z_i from the prior (or uniform over a discrete support)."""
     chunk = resolve_chunk_size(model, x, k, chunk_size)
     if uniform:
-        if "enumerable" not in model.capabilities():
+        if "enumerable" not in capabilities_of(model):
             raise LvbenchInputError("naive_mc(uniform=True) needs an enumerable (discrete) latent")
         draw = log_weight_sampler(model, x, uniform_proposal(model, x.shape[0]))
     else:

@@ -1,0 +1,142 @@
+"""What a run will do, decided before anything is prepared or computed, and the folder's manifest.
+
+``plan_run`` builds each model untrained (cheap: enough for its capabilities and for refusing a bad
+spec), computes the content addresses of the prepared models and cells, and sorts the cells into
+those to run, those skipped as incompatible (with the reason) and those already done (their rows
+verified). ``manifest.json`` records the current spec's models and cells: reports show exactly those,
+and ``clean`` drops what is no longer in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lvbench.errors import LvbenchInputError
+from lvbench.experiments.cells import Cell, expand
+from lvbench.experiments.prepare import artifact_path, instantiate, model_key
+from lvbench.experiments.spec import Spec
+from lvbench.experiments.store import ResultStore, atomic_write
+
+__all__ = ["Plan", "check_output_dir", "clean", "plan_run", "read_manifest", "resolve_devices", "write_manifest"]
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Plan:
+    model_keys: dict[str, str]  # label -> content address of the prepared model
+    todo: list[Cell]
+    done: list[Cell]
+    skipped: list[tuple[Cell, str]]
+
+    @property
+    def cells(self) -> list[Cell]:
+        return self.todo + self.done + [c for c, _ in self.skipped]
+
+    def describe(self) -> str:
+        """The dry-run listing: one line per cell, grouped as to run / already done / skipped."""
+        lines = [f"{len(self.todo)} to run, {len(self.done)} already done, {len(self.skipped)} skipped"]
+        for title, group in (("to run", self.todo), ("already done", self.done)):
+            if group:
+                lines.append(f"{title}:")
+                lines += [f"  {c.describe()}  [{c.id}]" for c in group]
+        if self.skipped:
+            lines.append("skipped:")
+            lines += [f"  {c.describe()}: {reason}" for c, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
+    """Expand "available" into "cpu" plus "cuda" when a GPU is present, keeping order, without repeats."""
+    out: list[str] = []
+    for d in devices:
+        for name in (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])) if d == "available" else [d]:
+            if name not in out:
+                out.append(name)
+    return tuple(out)
+
+
+def plan_run(spec: Spec, out_dir: str, devices: tuple[str, ...] | None = None) -> Plan:
+    """The cells of ``spec`` (on ``devices``, default the spec's), sorted by what a run would do with them."""
+    instances = {ms.label: instantiate(ms, spec.run) for ms in spec.models}
+    keys = {ms.label: model_key(ms, spec.run) for ms in spec.models}
+    cells, skipped = expand(spec, instances, keys, resolve_devices(devices or spec.run.devices))
+    no_cuda = [c for c in cells if c.device.startswith("cuda") and not torch.cuda.is_available()]
+    skipped += [(c, "CUDA is not available on this machine") for c in no_cuda]
+    cells = [c for c in cells if c not in no_cuda]
+    store = ResultStore(out_dir)
+    done = [c for c in cells if store.is_final(c)]
+    todo = [c for c in cells if c not in done]
+    return Plan(keys, todo, done, skipped)
+
+
+def check_output_dir(out_dir: str) -> None:
+    """Create ``out_dir`` if needed, or refuse in one line: an existing file, a path under a file, or a
+    folder this process cannot write."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise LvbenchInputError(f"--out {out_dir} is an existing file, not a folder")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, f".lvbench-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise LvbenchInputError(f"cannot write to --out {out_dir}: {exc.strerror or exc}") from None
+
+
+def write_manifest(out_dir: str, spec: Spec, plan: Plan) -> None:
+    manifest = {
+        "spec": spec.source,
+        "models": plan.model_keys,
+        "cells": {c.id: _describe(c) for c in plan.cells},
+    }
+    for name, payload in ((MANIFEST, manifest), ("spec.json", spec.source)):
+        atomic_write(os.path.join(out_dir, name), lambda tmp, p=payload: json.dump(p, open(tmp, "w"), indent=1))
+
+
+def _describe(cell: Cell) -> dict[str, Any]:
+    keys = ("kind", "model", "estimator", "estimator_name", "objective", "k", "device", "dtype")
+    return {key: getattr(cell, key) for key in keys}
+
+
+def read_manifest(out_dir: str) -> dict[str, Any] | None:
+    """The current spec's models ({label: key}) and cells ({id: what it is}), or None for a folder without
+    a (readable) manifest."""
+    try:
+        with open(os.path.join(out_dir, MANIFEST)) as fh:
+            manifest = json.load(fh)
+    except (OSError, json.JSONDecodeError):
+        return None
+    ok = isinstance(manifest, dict) and isinstance(manifest.get("cells"), dict) and "models" in manifest
+    return manifest if ok else None
+
+
+def clean(out_dir: str) -> dict[str, int]:
+    """Delete the cells and prepared models not in the current manifest; counts of what was removed."""
+    manifest = read_manifest(out_dir)
+    if manifest is None:
+        raise LvbenchInputError(f"{out_dir} has no manifest.json: not an lvbench output folder, or never run")
+    keep_cells, keep_models = set(manifest["cells"]), set(manifest["models"].values())  # ids, keys
+    store = ResultStore(out_dir)
+    removed = {"cells": 0, "models": 0}
+    for cell_id in store.ids():
+        if cell_id not in keep_cells:
+            store.remove(cell_id)
+            removed["cells"] += 1
+    for kind in ("likelihood", "gradient"):
+        folder = os.path.join(out_dir, "results", kind)
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            if name.split(".")[0] not in keep_cells:  # rows whose status was lost
+                os.remove(os.path.join(folder, name))
+    folder = os.path.join(out_dir, "models")
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        if name.endswith(".pt") and name[: -len(".pt")] not in keep_models:
+            os.remove(artifact_path(out_dir, name[: -len(".pt")]))
+            removed["models"] += 1
+    return removed
