@@ -363,15 +363,22 @@ def assert_one_line_error(result, pattern):
     assert pattern in lines[0], lines[0]
 
 
-def test_cli_user_errors_are_one_line(tmp_path):
+def run_main(capsys, *args):
+    """``lvbench ARGS`` in this process (faster than a subprocess; an escaping exception fails the test)."""
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def test_cli_user_errors_are_one_line(tmp_path, capsys):
     spec = write_spec(tmp_path / "spec.toml", "[estimators.iwae]\nk = [2]\n")
     (tmp_path / "file").write_text("x")
     assert_one_line_error(run_cli("run", str(spec), "--out", str(tmp_path / "file")), "is an existing file")
     assert_one_line_error(run_cli("run", str(spec), "--out", str(tmp_path / "file" / "sub")), "cannot write to --out")
     assert_one_line_error(run_cli("run", "--device", "tpu", "--out", str(tmp_path / "o")), "--device 'tpu'")
     assert_one_line_error(run_cli("train", "--epochs", "1", "--out", str(tmp_path / "nope" / "v.pt")), "does not exist")
-    assert_one_line_error(run_cli("clean", str(tmp_path / "missing")), "is not a folder")
-    assert_one_line_error(run_cli("report", str(tmp_path)), "not an lvbench output folder")
+    assert_one_line_error(run_main(capsys, "clean", str(tmp_path / "missing")), "is not a folder")
+    assert_one_line_error(run_main(capsys, "report", str(tmp_path)), "not an lvbench output folder")
     bad = tmp_path / "bad.toml"
     for body, pattern in [
         ("[estimators.iwae]\nk = [2]\nrepeat = 3\n", "has no option 'repeat'. Did you mean 'repeats'?"),
@@ -385,13 +392,12 @@ def test_cli_user_errors_are_one_line(tmp_path):
         ("[gradients.reparam]\nk = [2]\nvectorise = true\n", "Did you mean 'vectorize'?"),
     ]:
         write_spec(bad, body)
-        result = run_cli("run", str(bad), "--out", str(tmp_path / "never"))
-        assert_one_line_error(result, pattern)
+        assert_one_line_error(run_main(capsys, "run", str(bad), "--out", str(tmp_path / "never")), pattern)
         assert not (tmp_path / "never").exists()  # refused before any model was prepared
     bad.write_text('[models.a]\ntype = "linear_gausian"\n[estimators.iwae]\nk = [1]\n')
-    assert_one_line_error(run_cli("run", str(bad)), "Did you mean 'linear_gaussian'?")
+    assert_one_line_error(run_main(capsys, "run", str(bad)), "Did you mean 'linear_gaussian'?")
     bad.write_text('[models.a]\ntype = "linear_gaussian"\ndata_dimm = 3\n[estimators.iwae]\nk = [1]\n')
-    assert_one_line_error(run_cli("run", str(bad)), "Did you mean 'data_dim'?")
+    assert_one_line_error(run_main(capsys, "run", str(bad)), "Did you mean 'data_dim'?")
 
 
 def test_cli_device_flag_does_not_swallow_the_spec_path(tmp_path):
@@ -570,3 +576,25 @@ def test_a_protocol_model_registered_by_a_plugin_runs_in_a_spec(tmp_path):
     assert counts["done"] == 2 and counts["failed"] == 0, ResultStore(str(tmp_path)).statuses()["reason"].tolist()
     lik, _ = summaries(tmp_path)
     assert lik["reference_name"].iloc[0].startswith("iwae (k=20000)")  # no exact log p(x): a strong reference
+
+
+def test_ctrl_c_stops_the_run_cleanly_keeping_finished_cells_and_no_workers(tmp_path):
+    spec = write_spec(tmp_path / "slow.toml", SLOW, run_extra="cell_timeout = 300")
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "lvbench.cli", "run", str(spec), "--out", str(out), "--quiet", "--no-report"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "results").glob("*/*.parquet")):
+        time.sleep(0.05)
+    workers = subprocess.run(["pgrep", "-f", "lvbench.experiments.isolate"], capture_output=True, text=True)
+    assert workers.stdout.split(), "a cell with a time limit runs in a worker process"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    time.sleep(0.5)
+    for pid in workers.stdout.split():
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+    finished = ResultStore(str(out)).rows("likelihood")
+    assert len(finished) >= 20 * 3  # the finished cell is kept
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and "1 already done" in rerun.stdout
