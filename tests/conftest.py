@@ -7,12 +7,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-REFERENCE_VAE = pathlib.Path(
-    os.environ.get(
-        "LVBENCH_REFERENCE_VAE",
-        pathlib.Path(__file__).resolve().parents[2] / "shared" / "reference" / "public_mnist_vae.npz",
-    )
-)
+from lvbench.data import reference_vae_path
+
+#: The MNIST VAE trained by others, shipped inside lvbench so that every clone runs the tests on it.
+REFERENCE_VAE = pathlib.Path(os.environ.get("LVBENCH_REFERENCE_VAE", reference_vae_path()))
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,6 @@ from scipy.special import expit, logsumexp
 import lvbench
 from lvbench.models import load_npz_vae
 
-pytestmark = pytest.mark.skipif(not REFERENCE_VAE.exists(), reason=f"reference weights not found at {REFERENCE_VAE}")
-
 
 def elu(a):
     return np.where(a > 0, a, np.expm1(np.minimum(a, 0)))

@@ -18,7 +18,7 @@ import torch
 
 from lvbench.errors import LvbenchInputError
 
-__all__ = ["BinarizedImages", "load_dataset", "load_digits", "load_mnist", "sample_from_model"]
+__all__ = ["BinarizedImages", "load_dataset", "load_digits", "load_mnist", "reference_vae_path", "sample_from_model"]
 
 BINARIZATIONS = ("static", "dynamic", "threshold", "none")
 DIGITS_TEST_SIZE = 297  # the last 297 of the 1797 digits are held out
@@ -143,3 +143,8 @@ def load_dataset(name: str, **options) -> BinarizedImages:
             raise LvbenchInputError("dataset 'mnist' needs path= to an IDX or .npz file (nothing is downloaded)")
         return load_mnist(**options)
     raise LvbenchInputError(f"unknown dataset {name!r}; expected 'digits' or 'mnist'")
+
+
+def reference_vae_path() -> str:
+    """Path of the shipped MNIST VAE trained by others (lxuechen/BDMC, MIT; see data/reference/README.md)."""
+    return str(resources.files("lvbench.data").joinpath("reference", "public_mnist_vae.npz"))
