@@ -13,6 +13,7 @@ from lvbench import (  # noqa: F401  (estimators and models register the built-i
     training,
     validation,
 )
+from lvbench.api import Results, load_results, run
 from lvbench.errors import LvbenchInputError, UnknownNameError
 from lvbench.estimators import IncompatibleError
 from lvbench.estimators.likelihood.ais import bdmc
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "IncompatibleError",
     "LvbenchInputError",
+    "Results",
     "UnknownNameError",
     "bdmc",
     "get_estimator",
@@ -38,6 +40,8 @@ __all__ = [
     "incompatibility",
     "list_estimators",
     "list_models",
+    "load_results",
     "register_estimator",
     "register_model",
+    "run",
 ]

@@ -10,48 +10,86 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
 
 import lvbench
+from lvbench.describe import describe, describe_all
 from lvbench.errors import LvbenchInputError
-from lvbench.registry import ESTIMATORS, MODELS
 
 __all__ = ["main"]
 
 USER_ERRORS = (LvbenchInputError,)
 
 
-def _registry_table() -> pd.DataFrame:
+def _cell_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    return "-" if value in (None, "") else str(value)
+
+
+def _registry_table(kind: str) -> pd.DataFrame:
     rows = []
-    for entry in ESTIMATORS.entries():
+    for d in describe_all(kind):
+        options = d.get("options", d.get("parameters", []))
         rows.append(
             {
-                "name": entry.name,
-                "kind": entry.kind,
-                "needs": ", ".join(sorted(entry.needs)) or "-",
-                "is": ", ".join(sorted(entry.properties)) or "-",
-                "objectives": ", ".join(entry.objectives) or "-",
-                "source": entry.source,
-                "description": entry.description,
+                "name": d["name"],
+                "kind": d["kind"],
+                "needs": _cell_text(d.get("needs")),
+                "is": _cell_text(d.get("properties")),
+                "objectives": _cell_text(d.get("objectives")),
+                "options / parameters": _cell_text([o["name"] for o in options]),
+                "source": d["source"],
+                "description": d["doc"].splitlines()[0] if d["doc"] else "",
             }
         )
-    for entry in MODELS.entries():
-        rows.append({"name": entry.name, "kind": "model", "source": entry.source, "description": entry.description})
-    return pd.DataFrame(rows).fillna("")
+    return pd.DataFrame(rows)
+
+
+def _left_aligned(table: pd.DataFrame) -> str:
+    """A plain-text table with every column left-aligned (pandas right-aligns its cells)."""
+    cells = [list(table.columns)] + table.astype(str).values.tolist()
+    widths = [max(len(row[i]) for row in cells) for i in range(len(table.columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def _detail(d: dict[str, Any]) -> str:
+    lines = [f"{d['name']} ({d['kind']}, from {d['source']})", ""]
+    for key, title in (("needs", "needs"), ("properties", "is"), ("objectives", "objectives")):
+        if key in d:
+            lines.append(f"{title + ':':12}{_cell_text(d[key])}")
+    if d.get("min_k", 1) > 1:
+        lines.append(f"{'min k:':12}{d['min_k']}")
+    options = d.get("options", d.get("parameters", []))
+    lines += ["", "options:" if d["kind"] != "model" else "parameters:"]
+    width = max([len(o["name"]) for o in options] + [4])
+    for o in options:
+        allowed = o["allowed"]
+        allowed = ", ".join(repr(a) for a in allowed) if isinstance(allowed, list) else (allowed or "")
+        lines.append(f"  {o['name']:{width}}  default {o['default']!r}" + (f"; {allowed}" if allowed else ""))
+    if not options:
+        lines.append("  (none)")
+    lines += ["", d["doc"]]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    table = _registry_table()
-    if args.kind != "all":
-        table = table[table["kind"] == args.kind]
-    with pd.option_context("display.max_colwidth", 70, "display.width", 200):
-        print(table.to_string(index=False))
+    if args.name in ("all", "likelihood", "gradient", "model"):
+        if args.json:
+            print(json.dumps(describe_all(args.name), indent=1, default=str))
+            return 0
+        print(_left_aligned(_registry_table(args.name)))
+        return 0
+    d = describe(args.name)
+    print(json.dumps(d, indent=1, default=str) if args.json else _detail(d), end="" if not args.json else "\n")
     return 0
 
 
@@ -117,11 +155,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lvbench.experiments import default_spec, load_spec, plan_run, run_experiment
+    from lvbench.experiments import plan_run, run_experiment
     from lvbench.experiments.plan import check_output_dir
     from lvbench.reports import write_report
 
-    spec = load_spec(args.spec) if args.spec else default_spec()
+    spec = _spec(args)
     if args.cell_timeout is not None:
         if not args.cell_timeout > 0:
             raise LvbenchInputError(f"--cell-timeout must be a number of seconds > 0, got {args.cell_timeout}")
@@ -150,6 +188,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         paths = write_report(args.out)
         print(f"report: {paths['html']} (also {paths['markdown']})")
     return 1 if counts["failed"] else 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _spec(args: argparse.Namespace):
+    """The spec file (or the default suite), narrowed by --models/--estimators/--k and changed by --set."""
+    from lvbench.experiments.spec import customize, default_spec_raw, parse_spec, read_spec
+
+    raw = read_spec(args.spec) if args.spec else default_spec_raw()
+    base_dir = os.path.dirname(os.path.abspath(args.spec)) if args.spec else "."
+    k = None
+    if args.k is not None:
+        try:
+            k = [int(v) for v in _names(args.k)]
+        except ValueError:
+            raise LvbenchInputError(f"--k must be comma-separated integers like 10,100; got {args.k!r}") from None
+    raw = customize(raw, _names(args.models), _names(args.estimators), k, args.set)
+    return parse_spec(raw, base_dir=base_dir)
 
 
 def _print_failures(out_dir: str) -> None:
@@ -187,8 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lvbench {lvbench.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="registered estimators and models, with what they need and are")
-    p.add_argument("kind", nargs="?", default="all", choices=["all", "likelihood", "gradient", "model"])
+    p = sub.add_parser("list", help="registered estimators and models, or one of them in detail")
+    p.add_argument(
+        "name",
+        nargs="?",
+        default="all",
+        help="all (default), likelihood, gradient, model, or an estimator or model name",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("train", help="train a VAE on a dataset and write a checkpoint")
@@ -231,6 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
         "an estimator table's own cell_timeout still wins)",
     )
     p.add_argument("--dry-run", action="store_true", help="list the cells to run, already done and skipped; exit")
+    p.add_argument("--models", help="only these model labels of the spec, comma-separated (e.g. lg,mix)")
+    p.add_argument("--estimators", help="only these estimator or gradient-study labels (e.g. iwae,ais)")
+    p.add_argument("--k", help="sample budgets for every selected estimator, comma-separated (e.g. 10,100)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="change one spec value (TOML syntax), e.g. --set run.repeats=5 --set estimators.iwae.proposal=prior",
+    )
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
@@ -262,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split("\n"))
         print(f"lvbench {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except KeyboardInterrupt:
         print("lvbench: interrupted", file=sys.stderr)
         return 130

@@ -326,23 +326,92 @@ def parse_spec(raw: dict[str, Any], base_dir: str = ".") -> Spec:
     return spec
 
 
-def load_spec(path: str | os.PathLike[str]) -> Spec:
-    """Read and validate a TOML spec file."""
+def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw dict of a TOML spec file (not yet validated)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SpecError(f"spec file not found: {path}")
     try:
         with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
+            return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path} is not valid TOML: {exc}") from None
-    return parse_spec(raw, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def load_spec(path: str | os.PathLike[str]) -> Spec:
+    """Read and validate a TOML spec file."""
+    return parse_spec(read_spec(path), base_dir=os.path.dirname(os.path.abspath(os.fspath(path))))
+
+
+def _toml_value(text: str) -> Any:
+    """A --set value as TOML (5, 0.5, true, [1, 2], "x"), or the bare text as a string (float64)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def customize(
+    raw: dict[str, Any],
+    models: list[str] | None = None,
+    estimators: list[str] | None = None,
+    k: list[int] | None = None,
+    sets: list[str] | None = None,
+) -> dict[str, Any]:
+    """A raw spec narrowed and changed from the command line or Python: keep only the ``models`` and
+    ``estimators`` labels given (estimators covers [estimators.*] and [gradients.*]), give every kept
+    table the sample budgets ``k``, and apply ``sets`` ("run.repeats=5", "estimators.iwae.proposal=prior")."""
+    raw = copy.deepcopy(raw)
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. run.repeats=5")
+        *parents, leaf = key.strip().split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SpecError(f"--set {item!r}: {part!r} is not a table")
+        node[leaf] = _toml_value(value.strip())
+    tables = {name: _table(raw.get(name, {}), name) for name in ("models", "estimators", "gradients")}
+    if models is not None:
+        for label in models:
+            if label not in tables["models"]:
+                hint = did_you_mean(label, tables["models"])
+                raise SpecError(f"--models: the spec has no model {label!r}.{hint} It has {sorted(tables['models'])}")
+        raw["models"] = {m: v for m, v in tables["models"].items() if m in models}
+        for section in ("estimators", "gradients"):
+            for label, table in list(raw.get(section, {}).items()):
+                if isinstance(table, dict) and isinstance(table.get("models"), list):
+                    kept = [m for m in table["models"] if m in models]
+                    if kept:
+                        table["models"] = kept
+                    else:
+                        del raw[section][label]
+    if estimators is not None:
+        labels = {**tables["estimators"], **tables["gradients"]}
+        for label in estimators:
+            if label not in labels:
+                hint = did_you_mean(label, labels)
+                raise SpecError(f"--estimators: the spec has no table {label!r}.{hint} It has {sorted(labels)}")
+        for section in ("estimators", "gradients"):
+            raw[section] = {e: v for e, v in raw.get(section, {}).items() if e in estimators}
+    if k is not None:
+        for section in ("estimators", "gradients"):
+            for table in raw.get(section, {}).values():
+                if isinstance(table, dict):
+                    table["k"] = list(k)
+    return raw
 
 
 def default_spec_text() -> str:
     return resources.files("lvbench.experiments").joinpath("default.toml").read_text()
 
 
+def default_spec_raw() -> dict[str, Any]:
+    return tomllib.loads(default_spec_text())
+
+
 def default_spec() -> Spec:
     """The default suite: both toy models and a VAE trained on the bundled digits."""
-    return parse_spec(tomllib.loads(default_spec_text()))
+    return parse_spec(default_spec_raw())

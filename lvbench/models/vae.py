@@ -11,7 +11,7 @@ import math
 import os
 import pickle
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -167,8 +167,8 @@ def vae(
     data_dim: int = 784,
     latent_dim: int = 50,
     hidden: Sequence[int] = (200, 200),
-    activation: str = "tanh",
-    likelihood: str = "bernoulli",
+    activation: Literal["tanh", "relu", "elu", "softplus", "gelu"] = "tanh",
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
     seed: int = 0,
 ) -> VAE:
     """An untrained MLP VAE (train it with ``lvbench.training.train_vae`` or ``lvbench train``)."""

@@ -51,7 +51,29 @@ GRADIENT_COLUMNS = [
 ]
 
 
-def _with_missing(statuses: pd.DataFrame, store: ResultStore, cells: dict[str, dict]) -> pd.DataFrame:
+def export_table(table: pd.DataFrame, stem: str, columns: list[str]) -> dict[str, str]:
+    """``stem``.csv and .json (every column, full precision) and .tex (the report's columns, 4
+    significant digits, a booktabs table); returns {kind: path} with kinds named after the stem."""
+    name = os.path.basename(stem)
+    paths = {name: f"{stem}.csv", f"{name}_json": f"{stem}.json", f"{name}_latex": f"{stem}.tex"}
+    table.to_csv(paths[name], index=False)
+    table.to_json(paths[f"{name}_json"], orient="records", indent=1, double_precision=15)
+    shown = _fmt(table, columns)
+    styler = shown.style.hide(axis="index").format(precision=4, na_rep="--", formatter=_latex_number)
+    align = "".join("r" if pd.api.types.is_numeric_dtype(shown[c]) else "l" for c in shown.columns)
+    latex = styler.to_latex(hrules=True, column_format=align)
+    with open(paths[f"{name}_latex"], "w") as fh:
+        fh.write(latex.replace("_", "\\_"))
+    return paths
+
+
+def _latex_number(value) -> str:
+    if isinstance(value, float):
+        return "--" if value != value else f"{value:.4g}"
+    return str(value)
+
+
+def with_missing(statuses: pd.DataFrame, store: ResultStore, cells: dict[str, dict]) -> pd.DataFrame:
     """Statuses of the current cells, with those whose rows or status do not read back (or that never
     ran) marked missing: a cell never silently vanishes from a report."""
     reason = "no trustworthy result (never ran, interrupted, or its files are missing or corrupt): rerun the spec"
@@ -83,15 +105,12 @@ def write_report(out_dir: str) -> dict[str, str]:
     os.makedirs(figures_dir, exist_ok=True)
     lik = likelihood_summary(store.rows("likelihood", ids))
     grad = gradient_summary(store.rows("gradient", ids))
-    statuses = _with_missing(store.statuses(ids), store, manifest["cells"])
+    statuses = with_missing(store.statuses(ids), store, manifest["cells"])
     bdmc = bdmc_table(out_dir, manifest["models"])
     paths = {}
-    if not lik.empty:
-        paths["summary"] = os.path.join(folder, "summary.csv")
-        lik.to_csv(paths["summary"], index=False)
-    if not grad.empty:
-        paths["gradient_summary"] = os.path.join(folder, "gradient_summary.csv")
-        grad.to_csv(paths["gradient_summary"], index=False)
+    for name, table, columns in (("summary", lik, LIKELIHOOD_COLUMNS), ("gradient_summary", grad, GRADIENT_COLUMNS)):
+        if not table.empty:
+            paths.update(export_table(table, os.path.join(folder, name), columns))
     figs = {}
     if not lik.empty:
         figs.update(likelihood_figures(lik, figures_dir))

@@ -1,0 +1,105 @@
+"""How researchers use lvbench besides a TOML file: the Python API, selection from the command line,
+listing what is registered, and exports of the summaries."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+import lvbench
+from lvbench.cli import main
+from lvbench.experiments import SpecError
+from lvbench.experiments.spec import customize, default_spec_raw
+
+SMALL = {
+    "run": {"seed": 2, "repeats": 2, "points": 3},
+    "models": {
+        "lg": {"type": "linear_gaussian", "data_dim": 3, "latent_dim": 1, "encoder_fit": {"steps": 5}},
+        "mix": {"type": "gaussian_mixture", "data_dim": 2, "components": 2, "encoder_fit": {"steps": 5}},
+    },
+    "estimators": {"iwae": {"k": [2, 5]}, "elbo": {"k": [2]}},
+    "gradients": {"reparam": {"k": [2], "repeats": 10, "models": ["lg"]}},
+}
+
+
+def test_python_api_runs_a_dict_and_loads_the_folder_back(tmp_path):
+    results = lvbench.run(SMALL, tmp_path / "o", estimators=["iwae", "reparam"], set=["run.repeats=3"])
+    assert results.counts == {"done": 5, "failed": 0, "skipped": 0, "resumed": 0}
+    assert set(results.summary["estimator"]) == {"iwae"} and set(results.summary["k"]) == {2, 5}
+    assert (results.rows["repeat"].max() + 1) == 3 and len(results.rows) == 2 * 2 * 3 * 3
+    assert set(results.gradient_summary["group"]) == {"theta", "phi"}
+    again = lvbench.load_results(tmp_path / "o")
+    pd.testing.assert_frame_equal(again.summary, results.summary)
+    assert (again.statuses["status"] == "done").all()
+    rerun = lvbench.run(SMALL, tmp_path / "o", estimators=["iwae", "reparam"], set=["run.repeats=3"])
+    assert rerun.counts["resumed"] == 5 and rerun.counts["done"] == 0
+    with pytest.raises(lvbench.LvbenchInputError, match="not an lvbench output folder"):
+        lvbench.load_results(tmp_path)
+
+
+def test_default_output_folder_is_a_fresh_temporary_one():
+    results = lvbench.run(SMALL, models=["lg"], estimators=["elbo"])
+    assert os.path.isdir(results.out_dir) and results.counts["done"] == 1
+
+
+def test_customize_narrows_and_sets():
+    raw = customize(default_spec_raw(), models=["lg"], estimators=["iwae", "dreg"], k=[10, 100], sets=["run.repeats=5"])
+    assert list(raw["models"]) == ["lg"] and list(raw["estimators"]) == ["iwae"] and list(raw["gradients"]) == ["dreg"]
+    assert raw["estimators"]["iwae"]["k"] == [10, 100] and raw["gradients"]["dreg"]["models"] == ["lg"]
+    assert raw["run"]["repeats"] == 5
+    raw = customize(SMALL, sets=["run.dtype=float64", "estimators.iwae.proposal=prior", "run.devices=['cpu']"])
+    assert raw["run"]["dtype"] == "float64" and raw["estimators"]["iwae"]["proposal"] == "prior"
+    assert raw["run"]["devices"] == ["cpu"] and "proposal" not in SMALL["estimators"]["iwae"]  # input untouched
+    with pytest.raises(SpecError, match="no model 'lgg'. Did you mean 'lg'"):
+        customize(SMALL, models=["lgg"])
+    with pytest.raises(SpecError, match="no table 'iwea'. Did you mean 'iwae'"):
+        customize(SMALL, estimators=["iwea"])
+    with pytest.raises(SpecError, match="KEY=VALUE"):
+        customize(SMALL, sets=["run.repeats"])
+
+
+def test_cli_selection_without_toml(tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["run", "--models", "lg", "--estimators", "iwae,elbo", "--k", "3,7", "--set", "run.repeats=2"]
+    assert main([*args, "--set", "run.points=3", "--out", str(out), "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.startswith("4 to run, 0 already done, 0 skipped")
+    assert "lg × iwae × k=7 × cpu" in listing and "mix" not in listing and "digits_vae" not in listing
+    assert main(["run", "--models", "lgg", "--out", str(out)]) == 2
+    assert "Did you mean 'lg'" in capsys.readouterr().err
+    assert main(["run", "--k", "ten", "--out", str(out)]) == 2
+    assert "--k must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_list_shows_options_defaults_allowed_values_and_docs(capsys):
+    assert main(["list", "ais"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("ais (likelihood, from lvbench)")
+    assert "schedule        default 'sigmoid'; 'sigmoid', 'linear', 'geometric'" in text
+    assert "``" not in text and "unbiased for p(x)" in text
+    assert main(["list", "vae"]) == 0
+    assert "likelihood  default 'bernoulli'; 'bernoulli', 'gaussian'" in capsys.readouterr().out
+    assert main(["list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {d["name"] for d in listed} >= {"iwae", "dreg", "vae", "linear_gaussian"}
+    iwae = next(d for d in listed if d["name"] == "iwae")
+    assert {"name": "proposal", "default": "encoder", "allowed": ["encoder", "posterior", "prior"]} in iwae["options"]
+    assert main(["list", "gradient"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("name ") and all(not line.startswith(" ") for line in table)  # left-aligned
+    assert main(["list", "iwea"]) == 2
+    assert "Did you mean 'iwae'" in capsys.readouterr().err
+
+
+def test_summaries_are_exported_as_csv_json_and_booktabs_latex(tmp_path):
+    results = lvbench.run(SMALL, tmp_path / "o", models=["lg"], report=True)
+    folder = tmp_path / "o" / "report"
+    summary = pd.read_csv(folder / "summary.csv")
+    records = json.loads((folder / "summary.json").read_text())
+    assert len(records) == len(summary) == 3
+    assert records[0]["bias"] == pytest.approx(summary["bias"].iloc[0], rel=1e-12)
+    tex = (folder / "summary.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "bias\\_se" in tex
+    assert (folder / "gradient_summary.tex").exists() and (folder / "gradient_summary.json").exists()
+    assert results.counts["failed"] == 0
