@@ -3,8 +3,9 @@
 - ``log_marginal``: the model's closed-form log p(x).
 - ``elbo``: closed form for models with ``exact_elbo`` (LinearGaussian with its Gaussian encoder), or
   Σ_c q(c|x) [log p(x, c) - log q(c|x)] by enumeration for discrete latents.
-- ``iwae`` (k samples): for discrete latents, E over all C^k sample tuples by enumeration; for k = 1
-  it is the ELBO. No closed form otherwise: use a high-precision Monte Carlo reference instead.
+- ``iwae`` (k samples): for discrete latents, E over all C^k sample tuples, computed over their
+  C(k+C-1, C-1) multinomial count vectors (the objective depends on a tuple only through its counts);
+  for k = 1 it is the ELBO. No closed form otherwise: use a high-precision Monte Carlo reference instead.
 Gradients are autograd through these exact values (batch mean, as for gradient estimators).
 """
 
@@ -20,7 +21,7 @@ from lvbench.validation import LvbenchInputError, check_data, check_num_samples
 
 __all__ = ["NoExactReference", "enumerated_objective", "exact_gradient", "exact_objective", "has_exact"]
 
-#: Most (sample tuples × data points) an enumerated IWAE objective may materialize.
+#: Most (count vectors × data points × categories) an enumerated IWAE objective may materialize.
 MAX_ENUMERATION = 2**24
 
 
@@ -39,18 +40,42 @@ def enumerated_objective(model, x: torch.Tensor, objective: str, k: int = 1) -> 
         return torch.where(log_q > -math.inf, log_q.exp() * lw, torch.zeros_like(lw)).sum(0)
     if objective != "iwae":
         raise LvbenchInputError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
-    if not _enumeration_fits(support.shape[0], k, x.shape[0]):
+    categories = support.shape[0]
+    if not _enumeration_fits(categories, k, x.shape[0]):
         raise NoExactReference(
-            f"enumerating IWAE-{k} over {support.shape[0]}^{k} sample tuples for {x.shape[0]} points is too large"
+            f"enumerating IWAE-{k} over the {_multisets(categories, k)} count vectors of {categories} categories "
+            f"for {x.shape[0]} points is too large"
         )
-    tuples = torch.tensor(list(itertools.product(range(support.shape[0]), repeat=k)), device=x.device)  # [M, k]
-    log_p_tuple = log_q[tuples].sum(1)  # [M, N]
-    value = torch.logsumexp(lw[tuples], dim=1) - math.log(k)  # [M, N]
-    return (log_p_tuple.exp() * value).sum(0)
+    # IWAE-k depends on a sample tuple only through its counts n (Σ_c n_c = k), which are multinomial:
+    # E[log (1/k) Σ_i w_i] = Σ_n Mult(n; k, q) log (Σ_c n_c w_c / k), over C(k+C-1, C-1) count vectors
+    # instead of C^k tuples (5,151 instead of 3^100 for three components at k = 100).
+    counts = _count_vectors(categories, k, x.device).to(lw.dtype)  # [M, C]
+    log_mult = math.lgamma(k + 1) - torch.lgamma(counts + 1).sum(1)  # [M]
+    finite_q = torch.where(log_q > -math.inf, log_q, torch.zeros_like(log_q))
+    log_p_counts = log_mult[:, None] + counts @ finite_q  # [M, N]
+    impossible = (counts[:, :, None] > 0) & (log_q[None] == -math.inf)  # a count on a zero-probability category
+    log_p_counts = torch.where(impossible.any(1), torch.full_like(log_p_counts, -math.inf), log_p_counts)
+    value = torch.logsumexp(counts.log()[:, :, None] + lw[None], dim=1) - math.log(k)  # [M, N]
+    weight = log_p_counts.exp()
+    return torch.where(weight > 0, weight * value, torch.zeros_like(value)).sum(0)
+
+
+def _multisets(categories: int, k: int) -> int:
+    return math.comb(k + categories - 1, categories - 1)
+
+
+def _count_vectors(categories: int, k: int, device) -> torch.Tensor:
+    """Every n in N^C with Σ n = k, [C(k+C-1, C-1), C]."""
+    rows = [torch.bincount(torch.tensor(c), minlength=categories) for c in _combinations(categories, k)]
+    return torch.stack(rows).to(device)
+
+
+def _combinations(categories: int, k: int):
+    return itertools.combinations_with_replacement(range(categories), k)
 
 
 def _enumeration_fits(categories: int, k: int, n_points: int) -> bool:
-    return categories**k * n_points * k <= MAX_ENUMERATION
+    return _multisets(categories, k) * n_points * categories <= MAX_ENUMERATION
 
 
 def has_exact(model, objective: str, k: int = 1, n_points: int = 1) -> bool:

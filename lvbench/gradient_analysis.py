@@ -3,7 +3,8 @@
 ``draw_gradients`` vectorizes the R draws with ``torch.func`` (vmap of grad, independent randomness
 per draw) and falls back to a loop of backward passes where a model or estimator cannot be vmapped.
 ``analyze_gradients`` returns a tidy table with, for θ, φ and each named parameter: the norm of the
-mean, total and per-coordinate variance, SNR = mean_j |E g_j| / std g_j (Rainforth et al. 2018),
+mean, total and per-coordinate variance, SNR = mean_j |E g_j| / std g_j (Rainforth et al. 2018), its median over
+coordinates, and the norm SNR ‖E g‖ / √tr Var g (not dominated by near-deterministic coordinates),
 bias against the exact (or a high-precision Monte Carlo) gradient with its standard error, cosine
 similarity to it, and seconds per gradient.
 """
@@ -29,7 +30,15 @@ from lvbench.protocol import capabilities_of, inference_parameters
 from lvbench.registry import get_estimator
 from lvbench.validation import check_data, check_num_samples
 
-__all__ = ["GradientDraws", "analyze_gradients", "draw_gradients", "reference_gradient", "summarize_gradients"]
+__all__ = [
+    "GradientDraws",
+    "ReferenceGradient",
+    "analyze_gradients",
+    "draw_gradients",
+    "reference_estimator",
+    "reference_gradient",
+    "summarize_gradients",
+]
 
 
 @dataclass
@@ -204,6 +213,16 @@ def _batches(total: int, size: int) -> list[int]:
     return [size] * (total // size) + ([total % size] if total % size else [])
 
 
+@dataclass
+class ReferenceGradient:
+    """The gradient every estimator of one (model, objective, k) comparison is judged against."""
+
+    mean: dict[str, torch.Tensor]
+    se: dict[str, torch.Tensor] | None  # None where exact
+    estimator: str | None  # the Monte Carlo reference's estimator; None where exact
+    description: str
+
+
 def reference_gradient(
     model: nn.Module,
     x: torch.Tensor,
@@ -211,32 +230,34 @@ def reference_gradient(
     num_samples: int,
     draws: int = 2000,
     monte_carlo: bool = False,
-    avoid: str | None = None,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, str]:
-    """The exact gradient where a model allows (SE None), else (or with ``monte_carlo``) the mean of
-    ``draws`` gradients from a plain unbiased estimator other than ``avoid`` (the one under study, whose
-    bias a reference made of its own draws could not reveal), with its standard error.
-    Returns (mean, se, what)."""
+    seed: int | None = None,
+) -> ReferenceGradient:
+    """The exact gradient where any exact route exists (closed form, or enumeration of a discrete
+    latent's C^k sample tuples where affordable), else (or with ``monte_carlo``) the mean of ``draws``
+    gradients of the plainest unbiased estimator that applies, with its standard error. It depends on
+    (model, x, objective, k, draws, seed) only, never on the estimator under study, so every estimator
+    compared at one (model, objective, k) meets the same reference. ``seed`` seeds the draws without
+    touching the caller's random state (None: the current state)."""
     if has_exact(model, objective, num_samples, x.shape[0]) and not monte_carlo:
-        return exact_gradient(model, x, objective, num_samples), None, "exact"
-    est = _reference_estimator(model, objective, num_samples, avoid)
-    d = draw_gradients(model, x, est, num_samples, draws, objective)
+        return ReferenceGradient(exact_gradient(model, x, objective, num_samples), None, None, "exact")
+    est = reference_estimator(model, objective, num_samples)
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else [], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        d = draw_gradients(model, x, est, num_samples, draws, objective)
     mean, se = d.values.mean(0), d.values.std(0) / math.sqrt(draws)
     by_name = {n: mean[s] for n, s in d.slices.items()}, {n: se[s] for n, s in d.slices.items()}
-    return *by_name, f"{est} mean of {draws} draws"
+    return ReferenceGradient(*by_name, est, f"{est} mean of {draws} draws")
 
 
-def _reference_estimator(model: nn.Module, objective: str, k: int, avoid: str | None) -> str:
-    """The plainest unbiased estimator that applies and is not ``avoid``: pathwise (then DReG for IWAE)
-    for reparameterizable latents, else score function with a leave-one-out baseline (k >= 2), then
-    without one."""
+def reference_estimator(model: nn.Module, objective: str, k: int) -> str:
+    """The plainest unbiased estimator that applies: pathwise for reparameterizable latents, else score
+    function with a leave-one-out baseline (k >= 2), then without one."""
     if "reparameterizable" in capabilities_of(model):
-        candidates = ["reparam", "dreg", "score_function"]
+        candidates = ["reparam", "score_function"]
     else:
         candidates = ["score_function_loo", "score_function"]
-    usable = [
-        c for c in candidates if c != avoid and objective in get_estimator(c).objectives and get_estimator(c).min_k <= k
-    ]
+    usable = [c for c in candidates if objective in get_estimator(c).objectives and get_estimator(c).min_k <= k]
     return usable[0]
 
 
@@ -255,11 +276,11 @@ def summarize_gradients(
         var = gi.var(0, unbiased=True) if r > 1 else torch.zeros_like(mean)
         std = var.sqrt()
         pos = std > 0
-        snr = (
-            (mean[pos].abs() / std[pos]).mean().item()
-            if pos.any()
-            else (math.inf if mean.abs().sum() > 0 else math.nan)
-        )
+        ratios = mean[pos].abs() / std[pos]
+        snr = ratios.mean().item() if pos.any() else (math.inf if mean.abs().sum() > 0 else math.nan)
+        snr_median = ratios.quantile(0.5).item() if pos.any() else snr  # the midpoint for even counts
+        total_sd = var.sum().sqrt().item()
+        snr_norm = mean.norm().item() / total_sd if total_sd > 0 else (math.inf if mean.norm() > 0 else math.nan)
         row = {
             "group": group,
             "kind": "group" if group in ("theta", "phi") else "parameter",
@@ -269,6 +290,8 @@ def summarize_gradients(
             "trace_variance": var.sum().item(),
             "mean_variance": var.mean().item(),
             "snr": snr,
+            "snr_median": snr_median,
+            "snr_norm": snr_norm,
             "seconds_per_gradient": draws.seconds_per_gradient,
             "method": draws.method,
         }
@@ -302,32 +325,36 @@ def analyze_gradients(
     reference_draws: int = 2000,
     seed: int | None = 0,
     vectorize: bool | str = "auto",
+    reference_seed: int | None = None,
     **options,
 ) -> pd.DataFrame:
-    """Tidy summary of ``repeats`` gradients of ``estimator`` (see module doc), with the reference's
-    kind in column ``reference``. ``reference``: "auto" (exact where available, else Monte Carlo),
-    "exact", "mc", or None."""
+    """Tidy summary of ``repeats`` gradients of ``estimator`` (see module doc) against the reference of
+    its (model, objective, k) comparison (``reference_gradient``), described in column ``reference``;
+    ``is_reference`` marks the study of the reference's own estimator (its bias is measured against
+    independent draws of itself, so it cannot show that estimator's bias). ``reference``: "auto" (exact
+    where any exact route exists, else Monte Carlo), "exact", "mc", or None. ``reference_seed`` (default
+    ``seed`` + 1) seeds the reference's draws: give every estimator of a comparison the same one."""
     if seed is not None:
         torch.manual_seed(seed)
     draws = draw_gradients(model, x, estimator, num_samples, repeats, objective, vectorize, **options)
     ref = ref_se = None
-    ref_kind = "none"
+    ref_kind, ref_estimator = "none", None
     if reference is not None:
         if reference == "exact" and not has_exact(model, objective, num_samples, x.shape[0]):
             raise LvbenchInputError(f"no exact {objective} gradient (k={num_samples}) for {type(model).__name__}")
-        if reference == "mc" or (reference == "auto" and not has_exact(model, objective, num_samples, x.shape[0])):
-            mean, se, ref_kind = reference_gradient(
-                model, x, objective, num_samples, reference_draws, monte_carlo=(reference == "mc"), avoid=estimator
-            )
-        else:
-            mean, se, ref_kind = exact_gradient(model, x, objective, num_samples), None, "exact"
-        ref = draws.vector(mean)
-        ref_se = draws.vector(se) if se is not None else None
+        if reference_seed is None and seed is not None:
+            reference_seed = seed + 1
+        found = reference_gradient(
+            model, x, objective, num_samples, reference_draws, monte_carlo=(reference == "mc"), seed=reference_seed
+        )
+        ref, ref_kind, ref_estimator = draws.vector(found.mean), found.description, found.estimator
+        ref_se = draws.vector(found.se) if found.se is not None else None
     table = summarize_gradients(draws, ref, ref_se)
     table.insert(0, "estimator", estimator)
     table.insert(1, "objective", objective)
     table.insert(2, "k", num_samples)
     table["reference"] = ref_kind
+    table["is_reference"] = ref_estimator == estimator and not options
     return table
 
 

@@ -184,6 +184,9 @@ def test_analysis_table_snr_matches_direct_computation():
         direct = np.mean(np.abs(g[:, idx].mean(0))[keep] / sd[keep])
         row = table.set_index("group").loc[group]
         assert row["snr"] == pytest.approx(direct, rel=1e-10)
+        assert row["snr_median"] == pytest.approx(np.median(np.abs(g[:, idx].mean(0))[keep] / sd[keep]), rel=1e-10)
+        norm = np.linalg.norm(g[:, idx].mean(0)) / np.sqrt((sd**2).sum())
+        assert row["snr_norm"] == pytest.approx(norm, rel=1e-10)
         assert row["trace_variance"] == pytest.approx((sd**2).sum(), rel=1e-10)
     coords = per_coordinate(draws)
     assert len(coords) == g.shape[1]
@@ -198,11 +201,30 @@ def test_analyze_gradients_reports_bias_against_exact_reference():
     groups = table.set_index("group")
     assert groups.loc["theta", "bias_norm"] < 5 * groups.loc["theta", "bias_norm_se"]
     assert groups.loc["phi", "cosine"] > 0.99
-    mc = analyze_gradients(m, x, "dreg", 4, objective="iwae", repeats=300, reference_draws=500, seed=0)
-    assert mc["reference"].iloc[0].startswith("reparam mean")
-    # a study is never judged against its own estimator's draws
-    own = analyze_gradients(m, x, "reparam", 4, objective="iwae", repeats=50, reference_draws=200, seed=0)
-    assert own["reference"].iloc[0].startswith("dreg mean")
+    assert not table["is_reference"].any()
+
+
+def test_every_estimator_of_a_comparison_meets_the_same_reference():
+    """One reference per (model, objective, k): the same numbers whichever estimator is studied, and the
+    reference's own estimator marked (its bias against its own kind of draws proves nothing)."""
+    m = lg_model(10)
+    x, _ = m.sample(3)
+    tables = {
+        name: analyze_gradients(
+            m, x, name, 4, objective="iwae", repeats=50, reference_draws=300, seed=i, reference_seed=7
+        )
+        for i, name in enumerate(["dreg", "reparam", "stl"])
+    }
+    for name, table in tables.items():
+        assert table["reference"].iloc[0] == "reparam mean of 300 draws"
+        assert table["is_reference"].all() == (name == "reparam")
+        rows = table.set_index("group")
+        np.testing.assert_allclose(
+            rows.loc["theta", "reference_norm"], tables["dreg"].set_index("group").loc["theta", "reference_norm"]
+        )
+    state = torch.get_rng_state()
+    analyze_gradients(m, x, "dreg", 4, objective="iwae", repeats=5, reference_draws=20, seed=None, reference_seed=3)
+    assert not torch.equal(state, torch.get_rng_state())  # the draws used it, the reference did not reset it
 
 
 def test_vectorized_and_looped_draws_have_the_same_distribution():
@@ -293,3 +315,32 @@ def test_auto_loops_when_only_one_draw_fits_a_batch():
     x, _ = m.sample(4)
     assert draw_gradients(m, x, "reparam", 2, repeats=20, vectorize="auto", batch=1).method == "loop"
     assert draw_gradients(m, x, "reparam", 2, repeats=20, vectorize=True, batch=1).method == "vmap"
+
+
+def test_exact_iwae_by_count_vectors_matches_numpy_tuples_and_monte_carlo_at_large_k():
+    """The exact IWAE-k of a discrete latent sums over multinomial count vectors; against numpy's sum over
+    all C^k tuples (k = 5) and, at k = 100 where tuples are out of reach, against IWAE Monte Carlo."""
+    from reference_numpy import gmm_objective
+
+    from lvbench.exact import exact_gradient, exact_objective, has_exact
+
+    m = gmm_model(3)
+    x, _ = m.sample(4)
+    layers = [
+        (layer.weight.detach().numpy(), layer.bias.detach().numpy())
+        for layer in m.encoder.net
+        if hasattr(layer, "weight")
+    ]
+    args = (x.numpy(), m.logits.detach().numpy(), m.means.detach().numpy(), m.log_stds.exp().detach().numpy(), layers)
+    np.testing.assert_allclose(
+        exact_objective(m, x, "iwae", 5).detach().numpy(), gmm_objective(*args, "iwae", 5), rtol=1e-10
+    )
+    assert has_exact(m, "iwae", 100, 32)
+    exact = exact_objective(m, x, "iwae", 100).detach()
+    torch.manual_seed(0)
+    runs = torch.stack([lvbench.get_estimator("iwae")(m, x, num_samples=100) for _ in range(400)])
+    se = runs.std(0) / math.sqrt(400)
+    assert ((runs.mean(0) - exact).abs() < 5 * se).all()
+    assert (exact_objective(m, x, "iwae", 10) < exact).all() and (exact <= m.log_marginal(x) + 1e-12).all()
+    grads = exact_gradient(m, x, "iwae", 100)
+    assert all(torch.isfinite(g).all() for g in grads.values())

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from lvbench.errors import LvbenchInputError
 from lvbench.experiments.cells import Cell
+from lvbench.experiments.identity import digest
 from lvbench.experiments.isolate import CellWorker, run_isolated
 from lvbench.experiments.lock import RunLock
 from lvbench.experiments.plan import check_output_dir, plan_run, write_manifest
@@ -117,6 +118,12 @@ def _likelihood_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame
     )
 
 
+def reference_seed(cell: Cell) -> int:
+    """The seed of the Monte Carlo reference gradient of the cell's comparison: a function of (model,
+    objective, k, device) alone, so every estimator compared there meets the very same reference."""
+    return int(digest(["gradient reference", cell.model_key, cell.objective, cell.k, cell.device]), 16) % 2**31
+
+
 def _gradient_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
     table = analyze_gradients(
         prepared.model,
@@ -126,6 +133,7 @@ def _gradient_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
         objective=cell.objective,
         repeats=cell.repeats,
         seed=cell.seed,
+        reference_seed=reference_seed(cell),
         **cell.options,
     )
     draw_options = {k: v for k, v in cell.options.items() if k not in STUDY_ONLY}

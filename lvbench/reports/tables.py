@@ -65,6 +65,8 @@ def gradient_summary(rows: pd.DataFrame) -> pd.DataFrame:
         "k",
         "device",
         "group",
+        "snr_norm",
+        "snr_median",
         "snr",
         "trace_variance",
         "mean_norm",
@@ -74,6 +76,7 @@ def gradient_summary(rows: pd.DataFrame) -> pd.DataFrame:
         "seconds_per_gradient",
         "method",
         "reference",
+        "is_reference",
     ]
     groups = rows[rows["group"].isin(["theta", "phi"])]
     return groups[[c for c in cols if c in groups]].sort_values(["model", "estimator", "objective", "k", "group"])
