@@ -292,6 +292,7 @@ def summarize_gradients(
             "snr": snr,
             "snr_median": snr_median,
             "snr_norm": snr_norm,
+            "snr_norm_se": _bootstrap_se(gi, _norm_snr) if r > 2 else math.nan,  # bootstrap over the R draws
             "seconds_per_gradient": draws.seconds_per_gradient,
             "method": draws.method,
         }
@@ -312,6 +313,24 @@ def summarize_gradients(
             )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _norm_snr(g: torch.Tensor) -> float:
+    sd = g.var(0, unbiased=True).sum().sqrt()
+    return (g.mean(0).norm() / sd).item() if sd > 0 else math.nan
+
+
+#: Bootstrap resamples of the R draws for the standard error of the norm SNR (fixed seed: reproducible).
+BOOTSTRAP = 200
+
+
+def _bootstrap_se(g: torch.Tensor, statistic) -> float:
+    """Standard error of ``statistic`` of the rows of ``g`` by resampling them with replacement."""
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, g.shape[0], (BOOTSTRAP, g.shape[0]), generator=gen).to(g.device)
+    values = torch.tensor([statistic(g[i]) for i in idx], dtype=torch.float64)
+    values = values[torch.isfinite(values)]
+    return values.std().item() if values.numel() > 2 else math.nan
 
 
 def analyze_gradients(

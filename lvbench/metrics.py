@@ -128,6 +128,9 @@ def summarize_estimates(estimates: np.ndarray, reference: np.ndarray | float, co
         "variance": float(point_var.mean()),
         "std": float(np.sqrt(point_var).mean()),
         "rmse": float(np.sqrt((err**2).mean())),
+        "mse": float((err**2).mean()),
+        # per point the R squared errors are independent: SE of their overall mean from per-point variances
+        "mse_se": float(math.sqrt((err**2).var(0, ddof=1).sum() / r) / n) if r > 1 else math.nan,
         "mean_abs_error": float(np.abs(err).mean()),
         "repeats": r,
         "points": n,

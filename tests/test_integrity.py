@@ -45,7 +45,13 @@ BASE = {
     },
 }
 #: Summary columns that depend on the machine's speed, not on the spec and seed.
-TIMING = ["seconds_per_estimate_batch", "estimates_per_second", "samples_per_second", "peak_memory_mb"]
+TIMING = [
+    "seconds_per_estimate_batch",
+    "seconds_per_estimate",
+    "estimates_per_second",
+    "samples_per_second",
+    "peak_memory_mb",
+]
 GRADIENT_TIMING = ["seconds_per_gradient", "peak_memory_mb"]
 
 

@@ -41,7 +41,6 @@ from lvbench.registry import get_estimator
 __all__ = ["EXECUTORS", "machine_info", "run_cell", "run_cell_guarded", "run_experiment"]
 
 EXECUTORS = ("local", "process", "dask")
-DIAGNOSED = {"naive_mc", "importance", "iwae"}  # estimators whose estimate is an IS average of weights
 #: Options of a gradient study that are not the estimator's (``analyze_gradients`` takes them).
 STUDY_ONLY = ("reference", "reference_draws")
 
@@ -51,19 +50,17 @@ class CellFailure(RuntimeError):
 
 
 def _diagnostics(cell: Cell, model, x: torch.Tensor, max_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pareto k-hat and ESS per point, for an estimator that declares its importance weights through the
+    registry hook ``log_weights`` (model, x, k, **options) -> [k, N] (plugins included)."""
     nan = np.full(x.shape[0], np.nan)
-    if cell.estimator_name not in DIAGNOSED or not 5 <= cell.k <= max_k:
+    hook = get_estimator(cell.estimator_name).meta.get("log_weights")
+    if hook is None or not 5 <= cell.k <= max_k:
         return nan, nan
-    opts = cell.options
-    if opts.get("defensive", 0.0):
+    with torch.inference_mode():
+        lw = hook(model, x, cell.k, **cell.options)
+    if lw is None:
         return nan, nan
-    from lvbench.estimators.likelihood import log_importance_weights
-
-    if cell.estimator_name == "naive_mc":
-        proposal = "uniform" if opts.get("uniform") else "prior"
-    else:
-        proposal = opts.get("proposal", "encoder")
-    lw = log_importance_weights(model, x, cell.k, proposal).T  # [N, k]
+    lw = lw.T  # [N, k]
     return pareto_khat(lw).cpu().numpy(), effective_sample_size(lw).cpu().numpy()
 
 

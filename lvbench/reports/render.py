@@ -1,76 +1,155 @@
-"""Write the report of an output folder: CSV summaries, Markdown, and self-contained HTML."""
+"""Write the report of an output folder: summaries (CSV, JSON, LaTeX), figures, Markdown and a
+self-contained HTML page (a jinja2 template) that opens with findings stated from the data.
+
+Every table shown is split by purpose (estimates / cost / diagnostics), carries units in its headers,
+prints numbers to 4 significant digits and marks every missing value the same way ("—").
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
 
+import jinja2
+import numpy as np
 import pandas as pd
 
 from lvbench.errors import LvbenchInputError
 from lvbench.experiments.plan import read_manifest
 from lvbench.experiments.store import ResultStore
-from lvbench.reports.figures import gradient_figures, likelihood_figures
+from lvbench.registry import ESTIMATORS
+from lvbench.reports.figures import gradient_figures, khat_figure, likelihood_figures
+from lvbench.reports.findings import gradient_findings, likelihood_findings
 from lvbench.reports.tables import bdmc_table, gradient_summary, likelihood_summary
 
-__all__ = ["write_report"]
+__all__ = ["export_table", "with_missing", "write_report"]
 
-LIKELIHOOD_COLUMNS = [
-    "model",
-    "estimator",
-    "k",
-    "device",
-    "bias",
-    "bias_se",
-    "std",
-    "rmse",
-    "bias_low",
-    "bias_high",
-    "estimates_per_second",
-    "samples_per_second",
-    "peak_memory_mb",
-    "khat_median",
-    "khat_good",
-    "khat_ok",
-    "khat_bad",
+MISSING = "—"
+
+#: Columns of the exported likelihood summary's LaTeX table.
+LIKELIHOOD_COLUMNS = ["model", "estimator", "k", "device", "bias", "bias_se", "std", "rmse", "seconds_per_estimate"]
+GRADIENT_COLUMNS = ["model", "estimator", "objective", "k", "group", "snr_norm", "trace_variance", "bias_norm"]
+
+KEYS = {"model": "model", "estimator": "estimator", "k": "k", "device": "device"}
+LIK_ESTIMATES = {
+    **KEYS,
+    "bias": "bias (nats)",
+    "bias_se": "± SE (nats)",
+    "bias_low": "95% low (nats)",
+    "bias_high": "95% high (nats)",
+    "std": "std (nats)",
+    "rmse": "RMSE (nats)",
+}
+LIK_COST = {
+    **KEYS,
+    "seconds_per_estimate": "seconds per estimate (s)",
+    "estimates_per_second": "estimates per second (1/s)",
+    "samples_per_second": "samples per second (1/s)",
+    "peak_memory_mb": "peak memory (MB)",
+}
+LIK_DIAGNOSTICS = {
+    **KEYS,
+    "khat_median": "k-hat (median)",
+    "khat_good": "points good",
+    "khat_ok": "points ok",
+    "khat_bad": "points bad",
+    "ess_median": "ESS (median)",
+}
+GRAD_KEYS = {"model": "model", "estimator": "estimator", "objective": "objective", "k": "k", "group": "group"}
+GRAD_SIGNAL = {
+    **GRAD_KEYS,
+    "snr_norm": "SNR ‖E g‖/√tr Var",
+    "snr_median": "SNR (median coord.)",
+    "snr": "SNR (mean coord.)",
+    "trace_variance": "tr Var g",
+    "mean_norm": "‖E g‖",
+}
+GRAD_BIAS = {
+    **GRAD_KEYS,
+    "bias_norm": "‖bias‖",
+    "bias_norm_se": "± SE",
+    "cosine": "cosine to reference",
+    "reference": "reference",
+    "is_reference": "is the reference's estimator",
+}
+GRAD_COST = {**GRAD_KEYS, "seconds_per_gradient": "seconds per gradient (s)", "method": "draws"}
+
+GLOSSARY = [
+    ("cell", "One model × estimator × k × device (× objective for gradients), run with its own seed."),
+    ("k", "Samples per data point (for AIS: annealing chains)."),
+    ("bias", "Mean over points of (mean over repeats of log p̂(x)) − reference log p(x), in nats."),
+    ("± SE, 95% interval", "Standard error of the bias (repeats and the reference's own uncertainty); t interval."),
+    ("RMSE", "Root mean squared error of log p̂(x) over repeats and points, in nats."),
+    ("MSE × seconds", "Work-normalized error: squared error at equal compute time (Monte Carlo efficiency)."),
+    ("k-hat", "Pareto shape of the importance weights' tail: ≤ 0.5 good, ≤ min(1 − 1/log10 S, 0.7) ok, else bad."),
+    ("ESS", "Kish's effective sample size (Σw)²/Σw² of the importance weights."),
+    ("BDMC", "Bidirectional Monte Carlo: forward AIS lower and reverse AIS upper bounds on simulated data."),
+    ("SNR", "Norm SNR ‖E g‖/√tr Var g; also the median and mean over coordinates of |E g_j|/sd g_j."),
+    ("reference (gradients)", "One per model, objective and k: exact where possible, else a named Monte Carlo mean."),
+    ("θ, φ", "Generative parameters (θ) and inference (encoder) parameters (φ)."),
 ]
-GRADIENT_COLUMNS = [
-    "model",
-    "estimator",
-    "objective",
-    "k",
-    "group",
-    "snr",
-    "trace_variance",
-    "bias_norm",
-    "bias_norm_se",
-    "cosine",
-    "seconds_per_gradient",
-    "reference",
-]
+
+
+@dataclass
+class Table:
+    caption: str
+    columns: list[str]
+    rows: list[list[tuple[str, bool]]]  # (text, is numeric)
+    frame: pd.DataFrame  # the displayed values, for Markdown
+
+
+@dataclass
+class Section:
+    title: str
+    text: str = ""
+    tables: list[Table] = field(default_factory=list)
+    figures: list[dict] = field(default_factory=list)
+    glossary: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _number(value) -> tuple[str, bool]:
+    if value is None or value is pd.NA or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return MISSING, False
+    if isinstance(value, bool | np.bool_):
+        return ("yes" if value else "no"), False
+    if isinstance(value, int | np.integer):
+        return str(int(value)), True
+    if isinstance(value, float | np.floating):
+        if math.isinf(value):
+            return ("∞" if value > 0 else "−∞"), True
+        return f"{value:.4g}", True
+    return str(value), False
+
+
+def display(frame: pd.DataFrame, columns: dict[str, str], caption: str = "") -> Table | None:
+    """The ``columns`` of ``frame`` (present ones), renamed with units and formatted; None if empty."""
+    present = [c for c in columns if c in frame]
+    if frame.empty or not present:
+        return None
+    cells = [[_number(v) for v in row] for row in frame[present].itertuples(index=False)]
+    shown = pd.DataFrame([[t for t, _ in r] for r in cells], columns=[columns[c] for c in present])
+    return Table(caption, list(shown.columns), cells, shown)
 
 
 def export_table(table: pd.DataFrame, stem: str, columns: list[str]) -> dict[str, str]:
-    """``stem``.csv and .json (every column, full precision) and .tex (the report's columns, 4
-    significant digits, a booktabs table); returns {kind: path} with kinds named after the stem."""
+    """``stem``.csv and .json (every column, full precision) and .tex (the main columns, 4 significant
+    digits, a booktabs table); returns {kind: path} with kinds named after the stem."""
     name = os.path.basename(stem)
     paths = {name: f"{stem}.csv", f"{name}_json": f"{stem}.json", f"{name}_latex": f"{stem}.tex"}
     table.to_csv(paths[name], index=False)
     table.to_json(paths[f"{name}_json"], orient="records", indent=1, double_precision=15)
-    shown = _fmt(table, columns)
-    styler = shown.style.hide(axis="index").format(precision=4, na_rep="--", formatter=_latex_number)
+    shown = table[[c for c in columns if c in table]]
+    styler = shown.style.hide(axis="index").format(formatter=lambda v: _number(v)[0].replace(MISSING, "--"))
     align = "".join("r" if pd.api.types.is_numeric_dtype(shown[c]) else "l" for c in shown.columns)
     latex = styler.to_latex(hrules=True, column_format=align)
     with open(paths[f"{name}_latex"], "w") as fh:
         fh.write(latex.replace("_", "\\_"))
     return paths
-
-
-def _latex_number(value) -> str:
-    if isinstance(value, float):
-        return "--" if value != value else f"{value:.4g}"
-    return str(value)
 
 
 def with_missing(statuses: pd.DataFrame, store: ResultStore, cells: dict[str, dict]) -> pd.DataFrame:
@@ -87,12 +166,8 @@ def with_missing(statuses: pd.DataFrame, store: ResultStore, cells: dict[str, di
     return pd.DataFrame(records)
 
 
-def _fmt(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    return frame[[c for c in columns if c in frame]]
-
-
 def write_report(out_dir: str) -> dict[str, str]:
-    """Summaries (CSV), figures (PNG), report.md and a self-contained report.html under ``out_dir/report``."""
+    """Summaries, figures, report.md and a self-contained report.html under ``out_dir/report``."""
     if not os.path.isdir(out_dir) or not os.path.isdir(os.path.join(out_dir, "status")):
         raise LvbenchInputError(f"{out_dir} is not an lvbench output folder (run `lvbench run --out {out_dir}` first)")
     store = ResultStore(out_dir)
@@ -103,130 +178,167 @@ def write_report(out_dir: str) -> dict[str, str]:
     folder = os.path.join(out_dir, "report")
     figures_dir = os.path.join(folder, "figures")
     os.makedirs(figures_dir, exist_ok=True)
-    lik = likelihood_summary(store.rows("likelihood", ids))
+    raw = store.rows("likelihood", ids)
+    lik = likelihood_summary(raw)
+    if not lik.empty:
+        lik["seconds_per_estimate"] = lik["seconds_per_estimate_batch"] / lik["points"]
     grad = gradient_summary(store.rows("gradient", ids))
     statuses = with_missing(store.statuses(ids), store, manifest["cells"])
-    bdmc = bdmc_table(out_dir, manifest["models"])
-    paths = {}
+    paths: dict[str, str] = {}
     for name, table, columns in (("summary", lik, LIKELIHOOD_COLUMNS), ("gradient_summary", grad, GRADIENT_COLUMNS)):
         if not table.empty:
             paths.update(export_table(table, os.path.join(folder, name), columns))
-    figs = {}
-    if not lik.empty:
-        figs.update(likelihood_figures(lik, figures_dir))
-    if not grad.empty:
-        figs.update(gradient_figures(grad, figures_dir))
     run = {}
     if os.path.isfile(os.path.join(out_dir, "run.json")):
         with open(os.path.join(out_dir, "run.json")) as fh:
             run = json.load(fh)
-    sections = _sections(lik, grad, statuses, bdmc, run)
-    md = _markdown(sections, figs, folder)
+    findings = likelihood_findings(lik) + gradient_findings(grad)
+    sections = _sections(lik, grad, raw, statuses, bdmc_table(out_dir, manifest["models"]), manifest, figures_dir)
+    where = _where(run)
     paths["markdown"] = os.path.join(folder, "report.md")
     with open(paths["markdown"], "w") as fh:
-        fh.write(md)
+        fh.write(_markdown(where, findings, sections, folder))
     paths["html"] = os.path.join(folder, "report.html")
     with open(paths["html"], "w") as fh:
-        fh.write(_html(sections, figs))
+        fh.write(_html(where, findings, sections))
     return paths
 
 
-def _sections(lik, grad, statuses, bdmc, run) -> list[tuple[str, str, pd.DataFrame | None]]:
+def _where(run: dict) -> str:
     machine = run.get("machine", {})
-    where = (
+    if not machine:
+        return "Machine unknown (no run.json)."
+    source = run.get("source", {})
+    return (
         f"Run on {machine.get('cpu', '?')} ({machine.get('cpu_count', '?')} cores), {machine.get('platform', '?')}, "
-        f"torch {machine.get('torch', '?')}, CUDA device: {machine.get('cuda') or 'none'}; "
-        f"executor {run.get('executor', '?')}, {run.get('seconds', float('nan')):.0f} s for the last invocation; "
-        f"lvbench {run.get('source', {}).get('lvbench', '?')} at commit {run.get('source', {}).get('commit') or '?'}."
-        if machine
-        else "Machine unknown (no run.json)."
+        f"torch {machine.get('torch', '?')} with {run.get('threads_per_cell', '?')} thread(s) per cell, CUDA device: "
+        f"{machine.get('cuda') or 'none'}; executor {run.get('executor', '?')}, {run.get('seconds', math.nan):.0f} s "
+        f"for the last invocation; lvbench {source.get('lvbench', '?')} at commit {source.get('commit') or '?'}."
     )
-    refs = lik.groupby("model")["reference_name"].first().reset_index() if not lik.empty else None
-    sections = [("Where these numbers come from", where, None)]
-    if refs is not None:
+
+
+def _estimator_table(manifest: dict) -> Table | None:
+    """Each labelled estimator of the spec with its registered name and options."""
+    rows = []
+    for section, kind in (("estimators", "likelihood"), ("gradients", "gradient")):
+        for label, table in manifest.get("spec", {}).get(section, {}).items():
+            table = dict(table)
+            name = table.pop("estimator", label)
+            objective = table.pop("objective", None)
+            if kind == "gradient" and objective is None and name in ESTIMATORS.list():
+                objective = ESTIMATORS.get(name).objectives[0]
+            for key in ("models", "repeats", "cell_timeout"):
+                table.pop(key, None)
+            k = table.pop("k", None)
+            options = ", ".join(f"{key} = {value!r}" for key, value in sorted(table.items()))
+            rows.append(
+                {"label": label, "estimator": name, "kind": kind, "objective": objective, "k": k, "options": options}
+            )
+    frame = pd.DataFrame(rows)
+    columns = {c: c for c in ("label", "estimator", "kind", "objective", "k", "options")}
+    return display(frame, columns, "Estimator labels of this spec and their options")
+
+
+def _sections(lik, grad, raw, statuses, bdmc, manifest, figures_dir) -> list[Section]:
+    sections = []
+    if not lik.empty:
+        refs = lik.groupby("model", as_index=False)["reference_name"].first()
         sections.append(
-            (
+            Section(
                 "References",
-                "Each model's estimates are judged against this reference value of log p(x); "
-                "its standard error is folded into `bias_se`.",
-                refs,
+                "Each model's estimates are judged against this reference value of log p(x); a Monte Carlo "
+                "reference's standard error is folded into every bias SE.",
+                [display(refs, {"model": "model", "reference_name": "reference log p(x)"})],
             )
         )
+    labels = _estimator_table(manifest)
+    if labels is not None:
+        sections.append(Section("Estimators", "", [labels]))
     if not lik.empty:
+        figs = likelihood_figures(lik, figures_dir)
+        tables = [
+            display(lik, LIK_ESTIMATES, "Estimates: bias, its uncertainty, spread and error"),
+            display(lik, LIK_COST, "Cost: time per estimate and peak memory on one extra untimed run"),
+            display(lik[lik["khat_median"].notna()], LIK_DIAGNOSTICS, "Importance-weight diagnostics"),
+        ]
+        figs.update(khat_figure(raw, figures_dir))
         sections.append(
-            (
+            Section(
                 "Likelihood estimators",
-                "Per cell: bias of log p̂(x) against the reference averaged over "
-                "points (bias_se: its standard error; bias_low/high: 95% interval), std across repeats, RMSE, "
-                "throughput, peak memory (CUDA: max allocated; CPU: peak resident memory "
-                "sampled every ms after trimming the heap), and "
-                "Pareto k-hat of the importance weights (median, and points per band: good ≤ 0.5 < ok ≤ "
-                "min(1 - 1/log10 k, 0.7) < bad).",
-                _fmt(lik, LIKELIHOOD_COLUMNS),
+                "One row per cell. Peak memory: CUDA max allocated; CPU peak resident memory sampled every ms "
+                "after trimming the heap. Diagnostics are recorded for estimators that declare their importance "
+                "weights (registry hook `log_weights`), for 5 ≤ k ≤ run.diagnostics_max_k.",
+                [t for t in tables if t is not None],
+                _figures(figs),
             )
         )
     if not bdmc.empty:
         sections.append(
-            (
+            Section(
                 "BDMC sandwich bounds",
-                "Forward AIS (stochastic lower bound) and reverse AIS from the exact "
-                "latent (stochastic upper bound) on data simulated from each model. Both bounds hold in "
-                "expectation; where the true gap is below their Monte Carlo noise, one point's bounds can cross.",
-                bdmc,
+                "Forward AIS (stochastic lower bound) and reverse AIS from the exact latent (stochastic upper "
+                "bound) on data simulated from each model. Both bounds hold in expectation; where the true gap "
+                "is below their Monte Carlo noise, one point's bounds can cross.",
+                [display(bdmc, {c: c for c in bdmc.columns})],
             )
         )
     if not grad.empty:
+        tables = [
+            display(grad, GRAD_SIGNAL, "Signal and noise of the gradient estimates"),
+            display(grad, GRAD_BIAS, "Bias against the comparison's one reference"),
+            display(grad, GRAD_COST, "Cost"),
+        ]
         sections.append(
-            (
+            Section(
                 "Gradient estimators",
-                "Per study: SNR = mean over coordinates of |E g| / std g, total "
-                "variance, and bias against the exact gradient (or a Monte Carlo reference, with its standard "
-                "error folded into bias_norm_se), for θ (generative) and φ (inference).",
-                _fmt(grad, GRADIENT_COLUMNS),
+                "One row per study and parameter group (θ generative, φ inference). Every estimator compared at "
+                "one (model, objective, k) is judged against the same reference, so ‖bias‖ is comparable across "
+                "rows; the reference's own estimator is marked (its bias against its own draws proves nothing).",
+                [t for t in tables if t is not None],
+                _figures(gradient_figures(grad, figures_dir)),
             )
         )
     if not statuses.empty:
         other = statuses[statuses["status"] != "done"]
-        if not other.empty:
-            sections.append(
-                (
-                    "Skipped and failed cells",
-                    "",
-                    other[["model", "estimator", "objective", "k", "device", "status", "reason"]],
-                )
-            )
+        cols = {c: c for c in ("model", "estimator", "objective", "k", "device", "status", "reason") if c in other}
+        table = display(other, cols, "Cells without results, and why")
+        if table is not None:
+            sections.append(Section("Skipped, failed and missing cells", "", [table]))
+    sections.append(Section("Glossary", "", glossary=GLOSSARY))
     return sections
 
 
-def _markdown(sections, figs, folder) -> str:
-    parts = ["# lvbench report\n"]
-    for title, text, table in sections:
-        parts.append(f"## {title}\n\n{text}\n")
-        if table is not None:
-            parts.append(table.to_markdown(index=False, floatfmt=".4g") + "\n")
-    if figs:
-        parts.append("## Figures\n")
-        for title, path in figs.items():
-            parts.append(f"### {title}\n\n![{title}]({os.path.relpath(path, folder)})\n")
-    return "\n".join(parts)
+def _figures(figs: dict[str, tuple[str, str]]) -> list[dict]:
+    return [{"title": title, "path": path, "caption": caption} for title, (path, caption) in figs.items()]
 
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;
-font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f3f3f3}img{max-width:100%}"""
+def _markdown(where: str, findings: list[str], sections: list[Section], folder: str) -> str:
+    parts = ["# lvbench report\n", f"{where}\n", "## Findings\n"]
+    parts += [f"- {line}" for line in findings] or ["No findings: the run holds no finished cells."]
+    parts.append("")
+    for section in sections:
+        parts.append(f"## {section.title}\n")
+        if section.text:
+            parts.append(f"{section.text}\n")
+        for table in section.tables:
+            if table.caption:
+                parts.append(f"**{table.caption}**\n")
+            parts.append(table.frame.to_markdown(index=False, disable_numparse=True) + "\n")
+        for fig in section.figures:
+            parts.append(f"![{fig['title']}]({os.path.relpath(fig['path'], folder)})\n\n*{fig['caption']}*\n")
+        for term, meaning in section.glossary:
+            parts.append(f"- **{term}**: {meaning}")
+    return "\n".join(parts) + "\n"
 
 
-def _html(sections, figs) -> str:
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>lvbench report</title><style>{CSS}</style>"
-        "</head><body><h1>lvbench report</h1>"
-    ]
-    for title, text, table in sections:
-        parts.append(f"<h2>{title}</h2><p>{text}</p>")
-        if table is not None:
-            parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0))
-    for title, path in figs.items():
-        with open(path, "rb") as fh:
-            data = base64.b64encode(fh.read()).decode()
-        parts.append(f"<h3>{title}</h3><img alt='{title}' src='data:image/png;base64,{data}'>")
-    parts.append("</body></html>")
-    return "".join(parts)
+def _html(where: str, findings: list[str], sections: list[Section]) -> str:
+    env = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["bold"] = lambda text: jinja2.utils.markupsafe.Markup(
+        re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", str(jinja2.utils.markupsafe.escape(text)))
+    )
+    template = env.from_string(resources.files("lvbench.reports").joinpath("templates/report.html.j2").read_text())
+    for section in sections:
+        for fig in section.figures:
+            with open(fig["path"], "rb") as fh:
+                fig["data"] = base64.b64encode(fh.read()).decode()
+    return template.render(where=where, findings=findings, sections=sections)

@@ -66,6 +66,7 @@ def gradient_summary(rows: pd.DataFrame) -> pd.DataFrame:
         "device",
         "group",
         "snr_norm",
+        "snr_norm_se",
         "snr_median",
         "snr",
         "trace_variance",

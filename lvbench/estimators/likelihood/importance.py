@@ -12,7 +12,7 @@ import math
 import torch
 
 from lvbench.estimators.base import estimator
-from lvbench.estimators.likelihood.weights import log_weight_sampler, resolve_chunk_size
+from lvbench.estimators.likelihood.weights import log_weight_sampler, proposal_log_weights, resolve_chunk_size
 from lvbench.estimators.proposals import Proposal, resolve_proposal
 from lvbench.estimators.streaming import LogMeanExp, stream
 from lvbench.validation import LvbenchInputError
@@ -20,7 +20,12 @@ from lvbench.validation import LvbenchInputError
 __all__ = ["importance"]
 
 
-@estimator("importance", kind="likelihood", properties=("lower_bound", "unbiased_p", "consistent"))
+@estimator(
+    "importance",
+    kind="likelihood",
+    properties=("lower_bound", "unbiased_p", "consistent"),
+    log_weights=proposal_log_weights,
+)
 def importance(
     model,
     x: torch.Tensor,

@@ -10,14 +10,19 @@ from __future__ import annotations
 import torch
 
 from lvbench.estimators.base import estimator
-from lvbench.estimators.likelihood.weights import log_weight_sampler, resolve_chunk_size
+from lvbench.estimators.likelihood.weights import log_weight_sampler, proposal_log_weights, resolve_chunk_size
 from lvbench.estimators.proposals import Proposal, resolve_proposal
 from lvbench.estimators.streaming import LogMeanExp, stream
 
 __all__ = ["iwae"]
 
 
-@estimator("iwae", kind="likelihood", properties=("lower_bound", "unbiased_p", "consistent"))
+@estimator(
+    "iwae",
+    kind="likelihood",
+    properties=("lower_bound", "unbiased_p", "consistent"),
+    log_weights=proposal_log_weights,
+)
 def iwae(model, x: torch.Tensor, k: int, proposal: Proposal = "encoder", chunk_size: int | None = None) -> torch.Tensor:
     """IWAE-k: logsumexp_i(log p(x, z_i) - log q(z_i|x)) - log k, z_i ~ q, streamed over k."""
     q = resolve_proposal(model, x, proposal)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from lvbench.estimators.base import estimator
-from lvbench.estimators.likelihood.weights import log_weight_sampler, resolve_chunk_size
+from lvbench.estimators.likelihood.weights import log_importance_weights, log_weight_sampler, resolve_chunk_size
 from lvbench.estimators.proposals import uniform_proposal
 from lvbench.estimators.streaming import LogMeanExp, stream
 from lvbench.protocol import capabilities_of
@@ -19,7 +19,17 @@ from lvbench.validation import LvbenchInputError
 __all__ = ["naive_mc"]
 
 
-@estimator("naive_mc", kind="likelihood", properties=("lower_bound", "unbiased_p", "consistent"))
+def _naive_log_weights(model, x: torch.Tensor, k: int, uniform: bool = False, **_: object) -> torch.Tensor:
+    """Its importance weights: p(x, z)/p(z) = p(x|z) with z from the prior (or uniform)."""
+    return log_importance_weights(model, x, k, "uniform" if uniform else "prior")
+
+
+@estimator(
+    "naive_mc",
+    kind="likelihood",
+    properties=("lower_bound", "unbiased_p", "consistent"),
+    log_weights=_naive_log_weights,
+)
 def naive_mc(model, x: torch.Tensor, k: int, uniform: bool = False, chunk_size: int | None = None) -> torch.Tensor:
     """log (1/k) Σ_i p(x|z_i) with z_i from the prior (or uniform over a discrete support)."""
     chunk = resolve_chunk_size(model, x, k, chunk_size)

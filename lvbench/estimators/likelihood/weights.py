@@ -12,7 +12,7 @@ from lvbench.estimators.streaming import chunk_size_for
 from lvbench.models.base import conditioned_log_joint
 from lvbench.validation import check_data, check_num_samples
 
-__all__ = ["log_importance_weights", "log_weight_sampler", "resolve_chunk_size"]
+__all__ = ["log_importance_weights", "log_weight_sampler", "proposal_log_weights", "resolve_chunk_size"]
 
 
 def log_weight_sampler(model, x: torch.Tensor, q: Distribution) -> Callable[[int], torch.Tensor]:
@@ -31,6 +31,15 @@ def resolve_chunk_size(model, x: torch.Tensor, k: int, chunk_size: int | None) -
     if chunk_size is None:
         return chunk_size_for(model, x, k)
     return min(check_num_samples(chunk_size, "chunk_size"), k)
+
+
+def proposal_log_weights(
+    model, x: torch.Tensor, k: int, proposal: Proposal = "encoder", defensive: float = 0.0, **_: object
+) -> torch.Tensor | None:
+    """The registry hook ``log_weights`` of estimators that average importance weights w = p(x, z)/q(z)
+    with z ~ ``proposal``: their k log-weights [k, N] for diagnostics (None for a defensive mixture,
+    whose weights are not those of q)."""
+    return None if defensive else log_importance_weights(model, x, k, proposal)
 
 
 def log_importance_weights(model, x: torch.Tensor, num_samples: int, proposal: Proposal = "encoder") -> torch.Tensor:
