@@ -1,4 +1,4 @@
-"""The ``lvbench`` command: list | train | run | report | clean.
+"""The ``lvbench`` command: list | train | run | report | compare | clean.
 
 Errors in user input (``LvbenchInputError``: unknown names, bad values, missing or unwritable files)
 print one line naming the problem and exit with status 2. Anything else is a bug and shows its
@@ -219,6 +219,27 @@ def _print_failures(out_dir: str) -> None:
         print(f"  failed: {row['model']} × {row['estimator']}{obj} × k={row['k']} × {row['device']}: {row['reason']}")
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lvbench.reports.compare import compare, write_comparison
+
+    result = compare(args.a, args.b, alpha=args.alpha, min_slowdown=args.min_slowdown)
+    if result.empty:
+        raise LvbenchInputError(f"{args.a} and {args.b} have no cells in common (matched by model, estimator, k, ...)")
+    out = args.out or os.path.join(args.b, "comparison")
+    paths = write_comparison(result, out, args.a, args.b)
+    regressions = result[result["regression"]]
+    print(
+        f"{len(result)} tests, {int(result['significant'].sum())} significant changes (Holm, {args.alpha:g}), "
+        f"{len(regressions)} regressions; {paths['html']} (also .md, .csv)"
+    )
+    for _, r in regressions.iterrows():
+        where = " × ".join(
+            str(r[k]) for k in ("model", "estimator", "objective", "k", "group") if k in r and r[k] == r[k]
+        )
+        print(f"  regression: {where}: {r['metric']} {r['a']:.4g} -> {r['b']:.4g} (p = {r['p_adjusted']:.2g})")
+    return 1 if args.fail_on_regression and len(regressions) else 0
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     from lvbench.experiments import clean
     from lvbench.experiments.lock import RunLock
@@ -311,6 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write CSV, Markdown and HTML reports of an output folder")
     p.add_argument("dir", help="output folder of `lvbench run`")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="compare two result folders cell by cell, with significance")
+    p.add_argument("a", help="the baseline result folder")
+    p.add_argument("b", help="the result folder to compare with it")
+    p.add_argument("--out", help="folder for comparison.{csv,md,html} (default: B/comparison)")
+    p.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (Holm) (default 0.05)")
+    p.add_argument(
+        "--min-slowdown", type=float, default=0.1, help="a throughput drop must also exceed this fraction (0.1)"
+    )
+    p.add_argument("--fail-on-regression", action="store_true", help="exit 1 if B regresses significantly")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("clean", help="delete the cells and prepared models of an output folder not in its current spec")
     p.add_argument("dir", help="output folder of `lvbench run`")

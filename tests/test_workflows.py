@@ -4,6 +4,7 @@ listing what is registered, and exports of the summaries."""
 import json
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -103,3 +104,59 @@ def test_summaries_are_exported_as_csv_json_and_booktabs_latex(tmp_path):
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "bias\\_se" in tex
     assert (folder / "gradient_summary.tex").exists() and (folder / "gradient_summary.json").exists()
     assert results.counts["failed"] == 0
+
+
+COMPARED = {
+    "run": {"seed": 1, "repeats": 8, "points": 16},
+    "models": {
+        # model seeds pinned (ground truth and encoder fit): the run seed changes the data and the draws
+        "lg": {"type": "linear_gaussian", "data_dim": 5, "latent_dim": 2, "seed": 7, "encoder_fit": {"seed": 7}},
+        "mix": {"type": "gaussian_mixture", "data_dim": 2, "components": 3, "seed": 7, "encoder_fit": {"seed": 7}},
+    },
+    "estimators": {"est": {"estimator": "importance", "k": [10, 100]}, "iwae": {"k": [10]}},
+    "gradients": {"score_function_loo": {"k": [10], "repeats": 40}},
+}
+
+
+@pytest.mark.slow
+def test_compare_finds_a_planted_regression_and_none_between_two_seeds(tmp_path, capsys):
+    import copy
+
+    from lvbench.reports.compare import compare
+
+    lvbench.run(COMPARED, tmp_path / "a")
+    other_seed = copy.deepcopy(COMPARED)
+    other_seed["run"]["seed"] = 2
+    lvbench.run(other_seed, tmp_path / "seed2")
+    planted = copy.deepcopy(COMPARED)
+    planted["estimators"]["est"]["proposal"] = "prior"  # a worse version of the estimator labelled "est"
+    lvbench.run(planted, tmp_path / "planted")
+    statistical = ["abs_bias", "std", "rmse"]
+    null = compare(str(tmp_path / "a"), str(tmp_path / "seed2"))
+    assert len(null) == 2 * 3 * 4 + 2 * 2
+    assert not null[null["metric"].isin(statistical)]["significant"].any(), null[null["significant"]]
+    assert null[null["kind"] == "gradient"]["test"].eq("not tested: different data").all()
+    found = compare(str(tmp_path / "a"), str(tmp_path / "planted"))
+    flagged = found[found["regression"] & found["metric"].isin(statistical)]
+    assert set(flagged["estimator"]) == {"est"} and set(flagged["model"]) == {"lg", "mix"}
+    assert not found[(found["estimator"] == "iwae") & found["metric"].isin(statistical)]["significant"].any()
+    code = main(["compare", str(tmp_path / "a"), str(tmp_path / "planted"), "--fail-on-regression"])
+    text = capsys.readouterr().out
+    assert code == 1 and "regression: " in text and (tmp_path / "planted" / "comparison" / "comparison.html").exists()
+    # timings of runs made one after another in one busy test process drift: only a halving counts here
+    null_cli = [
+        "compare",
+        str(tmp_path / "a"),
+        str(tmp_path / "seed2"),
+        "--fail-on-regression",
+        "--min-slowdown",
+        "0.5",
+    ]
+    assert main(null_cli) == 0
+    assert "0 regressions" in capsys.readouterr().out
+
+
+def test_holm_adjustment_against_a_hand_computed_example():
+    from lvbench.reports.compare import holm
+
+    np.testing.assert_allclose(holm(np.array([0.01, 0.04, 0.03, 0.005])), [0.03, 0.06, 0.06, 0.02])

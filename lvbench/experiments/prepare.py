@@ -203,7 +203,8 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
             _check_finite(model, ms.label, f"in checkpoint {ms.checkpoint}")
         else:
             data = load_dataset(ms.dataset, **_dataset_options(ms))
-            history = train_vae(model, data, seed=run.seed, progress=progress, **config["train"])
+            train = {"seed": run.seed, **config["train"]}
+            history = train_vae(model, data, progress=progress, **train)
             extras["train"] = dict(config["train"])
             extras["train_final_objective"] = float(history["objective"].iloc[-1])
             _check_finite(model, ms.label, "after training (diverged? lower train.lr)")
@@ -215,9 +216,9 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
     else:
         x, _ = sample_from_model(model, ms.points, seed=run.seed + 1)
         if getattr(model, "encoder", None) is not None:
-            fit = dict(config["encoder_fit"])
-            train_x, _ = sample_from_model(model, int(fit.pop("train_points")), seed=run.seed + 2)
-            trace = fit_encoder(model, train_x, seed=run.seed, **fit)
+            fit = {"seed": run.seed, **config["encoder_fit"]}
+            train_x, _ = sample_from_model(model, int(fit.pop("train_points")), seed=fit["seed"] + 2)
+            trace = fit_encoder(model, train_x, **fit)
             extras["encoder_fit_elbo"] = trace[-1]
             _check_finite(model, ms.label, "after fitting its encoder (lower encoder_fit.lr)")
     if "exact_marginal" in capabilities_of(model):

@@ -151,8 +151,17 @@ def _options(fn, options: dict[str, Any], where: str, skip: int, extra=None, als
 
 
 MODEL_KEYS = {"type", "points", "proposal", "dataset", "train", "checkpoint", "encoder_fit", "reference", "bdmc"}
-TRAIN_KEYS = {"epochs": int, "objective": Literal["elbo", "iwae"], "k": int, "batch_size": int, "lr": float}
-ENCODER_FIT_KEYS = {"steps": int, "lr": float, "k": int, "train_points": int}
+#: ``seed`` in train and encoder_fit (default: run.seed) pins a model's fit, so that runs with different
+#: run seeds (different data points and Monte Carlo draws) compare the same fitted model.
+TRAIN_KEYS = {
+    "epochs": int,
+    "objective": Literal["elbo", "iwae"],
+    "k": int,
+    "batch_size": int,
+    "lr": float,
+    "seed": int,
+}
+ENCODER_FIT_KEYS = {"steps": int, "lr": float, "k": int, "train_points": int, "seed": int}
 DATASET_KEYS = {"name": str, "path": str, "binarization": Literal["static", "dynamic", "threshold", "none"]}
 ESTIMATOR_TABLE_KEYS = ("k", "repeats", "models", "estimator", "objective", "cell_timeout")
 #: Options of a gradient study itself (``analyze_gradients``), beside the estimator's own.

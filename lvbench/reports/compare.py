@@ -1,0 +1,164 @@
+"""Compare two result folders cell by cell: did bias, spread, error or speed change, significantly?
+
+Cells are matched by what they are (model label, estimator label, k, device, dtype; for gradient
+studies also objective and parameter group), so two commits, two estimator versions or two seeds of one
+spec line up. Likelihood metrics are compared through their per-point values (|bias|, std and RMSE of
+each data point's estimates) with rank tests that heavy-tailed errors cannot fool: Wilcoxon's signed-rank
+test on the point-wise differences where both runs used the same prepared model and points (same
+content address), else the Mann-Whitney test (different data points: points are the sampling unit).
+Throughput is compared through the per-repeat timings (Mann-Whitney). Gradient norm SNR is compared
+with a z-test from its bootstrap standard errors, only where both runs used the same model and points
+(an SNR is a property of the batch of points, so across different data it is reported, not tested).
+All p-values are corrected together (Holm's step-down method, family-wise error), so that two runs of
+one spec that differ only in their seeds show no significant change. A *regression* is a significant
+change for the worse: larger |bias|, std or RMSE, lower SNR, or lower throughput by more than
+``min_slowdown`` (timings also drift between runs for reasons no within-run error bar sees).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from lvbench.api import load_results
+
+__all__ = ["compare", "holm", "point_metrics", "write_comparison"]
+
+LIK_KEYS = ["model", "estimator", "k", "device", "dtype"]
+GRAD_KEYS = ["model", "estimator", "objective", "k", "device", "group"]
+#: metric -> +1 where larger is worse, -1 where smaller is worse
+WORSE = {"abs_bias": 1, "std": 1, "rmse": 1, "samples_per_second": -1, "snr_norm": -1}
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values (family-wise error control over all tests)."""
+    p = np.asarray(p, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    order = np.argsort(p[ok])
+    m = ok.sum()
+    ranked = np.maximum.accumulate((m - np.arange(m)) * p[ok][order])
+    out = np.empty(m)
+    out[order] = np.minimum(ranked, 1.0)
+    adjusted[ok] = out
+    return adjusted
+
+
+def point_metrics(rows: pd.DataFrame) -> dict[tuple, dict]:
+    """Per likelihood cell: per-point |bias|, std and RMSE, and the per-repeat throughput."""
+    out = {}
+    for key, cell in rows.groupby(LIK_KEYS, sort=True):
+        est = cell.pivot(index="repeat", columns="point", values="estimate").to_numpy()
+        ref = cell.groupby("point")["reference"].first().to_numpy()
+        err = est - ref
+        seconds = cell.groupby("repeat")["seconds"].first().to_numpy()
+        out[key] = {
+            "abs_bias": np.abs(err.mean(0)),
+            "std": est.std(0, ddof=1) if est.shape[0] > 1 else np.zeros(est.shape[1]),
+            "rmse": np.sqrt((err**2).mean(0)),
+            "samples_per_second": est.shape[1] * int(key[2]) / seconds,
+        }
+    return out
+
+
+def _rank_p(a: np.ndarray, b: np.ndarray, paired: bool) -> float:
+    if paired and a.shape == b.shape:
+        diff = b - a
+        if np.all(diff == 0):
+            return 1.0
+        return float(stats.wilcoxon(a, b, zero_method="zsplit").pvalue)
+    if np.all(a == a[0]) and np.all(b == b[0]) and a[0] == b[0]:
+        return 1.0
+    return float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+def _row(kind, key, keys, metric, va, vb, p, test) -> dict:
+    return {
+        "kind": kind,
+        **dict(zip(keys, key, strict=True)),
+        "metric": metric,
+        "a": va,
+        "b": vb,
+        "change": vb - va,
+        "relative_change": (vb - va) / abs(va) if va else math.nan,
+        "test": test,
+        "p": p,
+    }
+
+
+def compare(a_dir: str, b_dir: str, alpha: float = 0.05, min_slowdown: float = 0.1) -> pd.DataFrame:
+    """One row per (matched cell, metric): values in A and B (means over points or repeats), change,
+    the test used, Holm-adjusted p, whether it is significant and whether it is a regression."""
+    a, b = load_results(a_dir), load_results(b_dir)
+    same_model = _same_models(a, b)
+    out = []
+    if not a.rows.empty and not b.rows.empty:
+        pa, pb = point_metrics(a.rows), point_metrics(b.rows)
+        for key in sorted(set(pa) & set(pb), key=str):
+            paired = same_model(key[0])
+            for metric in ("abs_bias", "std", "rmse", "samples_per_second"):
+                xa, xb = pa[key][metric], pb[key][metric]
+                is_time = metric == "samples_per_second"
+                test = "Mann-Whitney" if is_time or not paired else "Wilcoxon signed-rank"
+                p = _rank_p(xa, xb, paired and not is_time)
+                out.append(_row("likelihood", key, LIK_KEYS, metric, float(xa.mean()), float(xb.mean()), p, test))
+    ga, gb = a.gradient_summary, b.gradient_summary
+    if not ga.empty and not gb.empty:
+        merged = ga.merge(gb, on=GRAD_KEYS, suffixes=("_a", "_b"))
+        for _, r in merged.iterrows():
+            key = tuple(r[k] for k in GRAD_KEYS)
+            va, vb = float(r["snr_norm_a"]), float(r["snr_norm_b"])
+            if not same_model(r["model"]):
+                out.append(_row("gradient", key, GRAD_KEYS, "snr_norm", va, vb, math.nan, "not tested: different data"))
+                continue
+            se = math.hypot(r["snr_norm_se_a"], r["snr_norm_se_b"])
+            z = (vb - va) / se if se > 0 else math.nan
+            p = 2 * stats.norm.sf(abs(z)) if np.isfinite(z) else math.nan
+            out.append(_row("gradient", key, GRAD_KEYS, "snr_norm", va, vb, p, "z (bootstrap SE)"))
+    result = pd.DataFrame(out)
+    if result.empty:
+        return result
+    result["p_adjusted"] = holm(result["p"].to_numpy())
+    result["significant"] = result["p_adjusted"] < alpha
+    worse = np.sign(result["change"]) == result["metric"].map(WORSE)
+    big_enough = (result["metric"] != "samples_per_second") | (-result["relative_change"] > min_slowdown)
+    result["regression"] = result["significant"] & worse & big_enough
+    return result
+
+
+def _same_models(a, b):
+    """label -> whether both folders prepared that model identically (same content address: same points)."""
+    from lvbench.experiments import read_manifest
+
+    ma, mb = read_manifest(a.out_dir)["models"], read_manifest(b.out_dir)["models"]
+    return lambda label: label in ma and ma.get(label) == mb.get(label)
+
+
+def write_comparison(result: pd.DataFrame, out_dir: str, a_dir: str, b_dir: str) -> dict[str, str]:
+    """comparison.csv, comparison.md and comparison.html (significant changes first)."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: os.path.join(out_dir, f"comparison.{k}") for k in ("csv", "md", "html")}
+    result.to_csv(paths["csv"], index=False)
+    shown = result.sort_values(["regression", "significant", "p_adjusted"], ascending=[False, False, True])
+    regressions = int(result["regression"].sum()) if not result.empty else 0
+    significant = int(result["significant"].sum()) if not result.empty else 0
+    head = (
+        f"Comparison of {b_dir} (B) against {a_dir} (A): {len(result)} tests over matched cells, "
+        f"{significant} significant after Holm's correction (family-wise 5%), {regressions} regressions."
+    )
+    table = shown.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
+    with open(paths["md"], "w") as fh:
+        fh.write(f"# lvbench comparison\n\n{head}\n\n{table.to_markdown(index=False)}\n")
+    with open(paths["html"], "w") as fh:
+        fh.write(
+            "<!doctype html><html><head><meta charset='utf-8'><title>lvbench comparison</title><style>"
+            "body{font-family:system-ui,sans-serif;max-width:1180px;margin:auto;padding:1rem}"
+            ".box{overflow:auto;max-height:40rem}td,th{text-align:left;padding:2px 8px;white-space:nowrap}"
+            "th{position:sticky;top:0;background:#f3f3f3}</style></head><body><h1>lvbench comparison</h1>"
+            f"<p>{head}</p><div class='box'>{table.to_html(index=False, border=0, na_rep='—')}</div></body></html>"
+        )
+    return paths
