@@ -160,3 +160,27 @@ def test_holm_adjustment_against_a_hand_computed_example():
     from lvbench.reports.compare import holm
 
     np.testing.assert_allclose(holm(np.array([0.01, 0.04, 0.03, 0.005])), [0.03, 0.06, 0.06, 0.02])
+
+
+def test_progress_moves_per_repeat_in_process_and_in_worker_processes(tmp_path, capsys):
+    from collections import Counter
+
+    from lvbench.experiments import plan_run, run_cell
+    from lvbench.experiments.isolate import run_isolated
+    from lvbench.experiments.spec import parse_spec
+
+    spec = parse_spec(customize(SMALL, models=["lg"], estimators=["iwae", "reparam"]))
+    lvbench.run(spec, tmp_path)
+    cells = plan_run(spec, str(tmp_path)).cells
+    likelihood = [c for c in cells if c.kind == "likelihood"]
+    ticks = []
+    result = run_cell(likelihood[0], str(tmp_path), tick=ticks.append)
+    assert result["status"] == "done" and ticks == [1] * likelihood[0].repeats
+    seen = Counter()
+    results = list(run_isolated(cells, (str(tmp_path),), 2, lambda cell, n: seen.update({cell.id: n})))
+    assert {c.id for c, _ in results} == {c.id for c in cells} and all(r["status"] == "done" for _, r in results)
+    assert {c.id: seen[c.id] for c in likelihood} == {c.id: c.repeats for c in likelihood}
+    # the command line draws no bar (and no carriage returns) when its output is not a terminal
+    assert main(["run", "--models", "lg", "--estimators", "elbo", "--out", str(tmp_path / "o"), "--no-report"]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "\r" not in captured.out

@@ -16,7 +16,7 @@ import os
 import platform
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,7 @@ def _check_estimate(est: object, n: int) -> None:
         raise CellFailure(f"estimator returned NaN or infinite values for {bad} of {n} points")
 
 
-def _likelihood_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
+def _likelihood_cell(cell: Cell, prepared, device: torch.device, tick: Callable[[int], None]) -> pd.DataFrame:
     entry = get_estimator(cell.estimator_name)
     model, x = prepared.model, prepared.x
     opts = cell.options
@@ -87,6 +87,7 @@ def _likelihood_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame
         seconds.append(time.perf_counter() - start)
         _check_estimate(est, x.shape[0])
         estimates.append(est.detach().double().cpu().numpy())
+        tick(1)
     with PeakMemory(device) as memory:  # one more, untimed run: memory profiling slows the CPU down
         entry(model, x, num_samples=cell.k, **opts)
     peak = memory.mb
@@ -157,9 +158,19 @@ def _gradient_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
     return table
 
 
-def run_cell(cell: Cell, out_dir: str) -> dict[str, Any]:
-    """Run one cell with ``cell.threads`` torch threads; never raises but for Ctrl-C. Returns
-    {"status": "done"|"failed", "rows": DataFrame|None, "reason", "seconds", ["traceback"]}."""
+def _no_tick(n: int) -> None:
+    pass
+
+
+def progress_units(cell: Cell) -> int:
+    """How many progress steps a cell reports: one per repeat of a likelihood cell, one per gradient study."""
+    return cell.repeats if cell.kind == "likelihood" else 1
+
+
+def run_cell(cell: Cell, out_dir: str, tick: Callable[[int], None] = _no_tick) -> dict[str, Any]:
+    """Run one cell with ``cell.threads`` torch threads; never raises but for Ctrl-C. ``tick(n)`` is told
+    of progress within the cell (each finished repeat). Returns {"status": "done"|"failed",
+    "rows": DataFrame|None, "reason", "seconds", ["traceback"]}."""
     threads = torch.get_num_threads()
     torch.set_num_threads(cell.threads)
     start = time.perf_counter()
@@ -168,7 +179,7 @@ def run_cell(cell: Cell, out_dir: str) -> dict[str, Any]:
         prepared = load_prepared(out_dir, cell.model_key, device, label=cell.model)
         torch.manual_seed(cell.seed)
         if cell.kind == "likelihood":
-            rows = _likelihood_cell(cell, prepared, device)
+            rows = _likelihood_cell(cell, prepared, device, tick)
         else:
             rows = _gradient_cell(cell, prepared, device)
         return {"status": "done", "rows": rows, "reason": "", "seconds": time.perf_counter() - start}
@@ -190,21 +201,21 @@ def run_cell(cell: Cell, out_dir: str) -> dict[str, Any]:
 _WORKER: CellWorker | None = None
 
 
-def run_cell_guarded(cell: Cell, out_dir: str) -> dict[str, Any]:
+def run_cell_guarded(cell: Cell, out_dir: str, tick: Callable[[int], None] = _no_tick) -> dict[str, Any]:
     """``run_cell`` in this process, or, for a cell with a time limit, in a worker process of this
     process that is killed at the limit (kept between cells)."""
     global _WORKER
     if cell.timeout is None:
-        return run_cell(cell, out_dir)
+        return run_cell(cell, out_dir, tick)
     if _WORKER is None:
         _WORKER = CellWorker()
-    return _WORKER.run(cell, (out_dir,))
+    return _WORKER.run(cell, (out_dir,), tick)
 
 
-def _run_local(cells: list[Cell], out_dir: str) -> Iterator[tuple[Cell, dict]]:
+def _run_local(cells: list[Cell], out_dir: str, tick: Callable[[Cell, int], None]) -> Iterator[tuple[Cell, dict]]:
     try:
         for cell in cells:
-            yield cell, run_cell_guarded(cell, out_dir)
+            yield cell, run_cell_guarded(cell, out_dir, lambda n, c=cell: tick(c, n))
     finally:
         _close_worker()
 
@@ -321,14 +332,21 @@ def _run_locked(spec, out_dir, executor, workers, scheduler, devices, progress) 
     finally:
         torch.set_num_threads(threads)
     todo = plan.todo
+    bar = tqdm(total=sum(progress_units(c) for c in todo), desc="cells", unit="step", disable=not progress)
+    ticked: dict[str, int] = {}
+
+    def tick(cell: Cell, n: int) -> None:  # progress within a cell: the bar moves per repeat
+        ticked[cell.id] = ticked.get(cell.id, 0) + n
+        bar.set_postfix_str(f"running: {cell.describe()}"[:70], refresh=False)
+        bar.update(n)
+
     if executor == "local":
-        results = _run_local(todo, out_dir)
+        results = _run_local(todo, out_dir, tick)
     elif executor == "process":
-        results = run_isolated(todo, (out_dir,), workers)
+        results = run_isolated(todo, (out_dir,), workers, tick)
     else:
         results = _run_dask(todo, out_dir, workers, scheduler)
     counts = {"done": 0, "failed": 0, "skipped": len(plan.skipped), "resumed": len(plan.done)}
-    bar = tqdm(total=len(todo), desc="cells", disable=not progress)
     try:
         for cell, result in results:
             info = {"seconds": result["seconds"]}
@@ -336,8 +354,8 @@ def _run_locked(spec, out_dir, executor, workers, scheduler, devices, progress) 
                 info["traceback"] = result["traceback"]
             store.write(cell, result["status"], result["rows"], result["reason"], **info)
             counts[result["status"]] += 1
-            bar.set_postfix_str(f"last: {cell.describe()}"[:70])
-            bar.update()
+            bar.update(progress_units(cell) - ticked.pop(cell.id, 0))
+            bar.set_postfix_str(f"finished: {cell.describe()} ({result['status']})"[:70])
     finally:
         bar.close()
         results.close()

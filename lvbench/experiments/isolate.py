@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -64,12 +64,17 @@ class CellWorker:
         self.to_child.send((cell, args))
 
     def collect(self) -> dict[str, Any]:
-        """The result of the running cell (call when ``from_child`` is readable, or it has died)."""
+        """The next message about the running cell (call when ``from_child`` is readable, or it has
+        died): {"tick": n} for progress within the cell, else its result."""
         cell, _, started = self.task
-        self.task = None
         try:
-            return self.from_child.recv()
+            message = self.from_child.recv()
+            if isinstance(message, tuple) and message[0] == "tick":
+                return {"tick": message[1]}
+            self.task = None
+            return message
         except (EOFError, OSError):
+            self.task = None
             code = self.proc.wait()
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
             self.close()
@@ -82,11 +87,16 @@ class CellWorker:
         self.close()
         return _failure(f"timed out after {cell.timeout:g} s", time.monotonic() - started)
 
-    def run(self, cell, args: tuple) -> dict[str, Any]:
-        """Run one cell to completion, death or its time limit."""
+    def run(self, cell, args: tuple, tick: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Run one cell to completion, death or its time limit, passing its progress to ``tick``."""
         self.submit(cell, args)
-        if self.from_child.poll(cell.timeout):
-            return self.collect()
+        deadline = self.task[1]
+        while self.from_child.poll(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            message = self.collect()
+            if "tick" not in message:
+                return message
+            if tick is not None:
+                tick(message["tick"])
         return self.expire()
 
     def close(self) -> None:
@@ -99,9 +109,11 @@ class CellWorker:
         self.proc = self.to_child = self.from_child = None
 
 
-def run_isolated(cells: Iterable, args: tuple, workers: int) -> Iterator[tuple[Any, dict[str, Any]]]:
+def run_isolated(
+    cells: Iterable, args: tuple, workers: int, tick: Callable[[Any, int], None] | None = None
+) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Run ``cells`` on ``workers`` child processes, yielding (cell, result) as each finishes, dies or
-    times out."""
+    times out; progress within cells goes to ``tick(cell, n)``."""
     pending = deque(cells)
     pool = [CellWorker() for _ in range(min(workers, len(pending)) or 1)]
     try:
@@ -116,7 +128,11 @@ def run_isolated(cells: Iterable, args: tuple, workers: int) -> Iterator[tuple[A
             for w in busy:
                 if w.from_child in ready:
                     cell = w.task[0]
-                    yield cell, w.collect()
+                    message = w.collect()
+                    if "tick" not in message:
+                        yield cell, message
+                    elif tick is not None:
+                        tick(cell, message["tick"])
                 elif w.task[1] is not None and time.monotonic() >= w.task[1]:
                     cell = w.task[0]
                     yield cell, w.expire()
@@ -144,4 +160,4 @@ def serve(fd_in: int, fd_out: int, parent: int) -> None:
             cell, args = inbox.recv()
         except (EOFError, OSError):
             return
-        outbox.send(run_cell(cell, *args))
+        outbox.send(run_cell(cell, *args, tick=lambda n: outbox.send(("tick", n))))
