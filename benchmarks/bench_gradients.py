@@ -6,37 +6,42 @@ import torch
 import lvbench
 from lvbench.gradient_analysis import draw_gradients
 
-from .common import gradient_names, paper_vae, skip_if_incompatible, toy
+from .common import GRADIENT_K, gradient_names, models, objective, skip_if_incompatible, toy_for
 
 
-def _objective(name: str) -> str:
-    return lvbench.get_estimator(name).objectives[0]
-
-
-def _toy_for(name: str):
-    continuous = toy("continuous")
-    return continuous if lvbench.incompatibility(name, continuous[0]) is None else toy("discrete")
-
-
-class TimeGradient:
-    params = (gradient_names(), [2, 10, 100])
+class _Gradient:
+    params = (gradient_names(), GRADIENT_K)
     param_names = ["estimator", "k"]
     timeout = 300
 
-    def setup(self, estimator, k):
-        self.est = lvbench.get_estimator(estimator)
-        self.objective = _objective(estimator)
-        self.toy, self.x_toy, _ = _toy_for(estimator)
-        self.vae, self.x_vae = paper_vae()
+    def setup_cache(self):
+        return models()
+
+    def prepare(self, model, x, estimator, k):
+        self.objective = objective(estimator)
+        skip_if_incompatible(estimator, model, num_samples=k, objective=self.objective)  # in setup: "skipped"
+        self.model, self.x, self.est = model, x, lvbench.get_estimator(estimator)
         torch.manual_seed(0)
 
-    def time_toy(self, estimator, k):
-        skip_if_incompatible(estimator, self.toy, num_samples=k, objective=self.objective)
-        self.est(self.toy, self.x_toy, num_samples=k, objective=self.objective).backward()
+    def run(self, k):
+        self.est(self.model, self.x, num_samples=k, objective=self.objective).backward()
 
-    def time_vae(self, estimator, k):
-        skip_if_incompatible(estimator, self.vae, num_samples=k, objective=self.objective)
-        self.est(self.vae, self.x_vae, num_samples=k, objective=self.objective).backward()
+
+class TimeGradientToy(_Gradient):
+    def setup(self, cache, estimator, k):
+        model, x, _ = toy_for(estimator, cache)
+        self.prepare(model, x, estimator, k)
+
+    def time_toy(self, cache, estimator, k):
+        self.run(k)
+
+
+class TimeGradientVAE(_Gradient):
+    def setup(self, cache, estimator, k):
+        self.prepare(*cache["vae"], estimator, k)
+
+    def time_vae(self, cache, estimator, k):
+        self.run(k)
 
 
 class TimeGradientAnalysis:
@@ -46,8 +51,11 @@ class TimeGradientAnalysis:
     param_names = ["method"]
     timeout = 300
 
-    def setup(self, method):
-        self.model, self.x, _ = toy("continuous")
+    def setup_cache(self):
+        return models()["continuous"]
 
-    def time_draw_200(self, method):
+    def setup(self, toy, method):
+        self.model, self.x, _ = toy
+
+    def time_draw_200(self, toy, method):
         draw_gradients(self.model, self.x, "dreg", 10, 200, "iwae", vectorize=method == "vmap")
