@@ -251,10 +251,12 @@ def reference_gradient(
 
 
 def reference_estimator(model: nn.Module, objective: str, k: int) -> str:
-    """The plainest unbiased estimator that applies: pathwise for reparameterizable latents, else score
-    function with a leave-one-out baseline (k >= 2), then without one."""
+    """The lowest-variance plain unbiased estimator that applies: for reparameterizable latents DReG for
+    the IWAE objective (its φ gradient has far less variance than the pathwise one's, so the reference's
+    SE, folded into every bias SE, stays small) and pathwise for the ELBO; else score function with a
+    leave-one-out baseline (k >= 2), then without one."""
     if "reparameterizable" in capabilities_of(model):
-        candidates = ["reparam", "score_function"]
+        candidates = ["dreg", "reparam", "score_function"] if objective == "iwae" else ["reparam", "score_function"]
     else:
         candidates = ["score_function_loo", "score_function"]
     usable = [c for c in candidates if objective in get_estimator(c).objectives and get_estimator(c).min_k <= k]

@@ -216,8 +216,8 @@ def test_every_estimator_of_a_comparison_meets_the_same_reference():
         for i, name in enumerate(["dreg", "reparam", "stl"])
     }
     for name, table in tables.items():
-        assert table["reference"].iloc[0] == "reparam mean of 300 draws"
-        assert table["is_reference"].all() == (name == "reparam")
+        assert table["reference"].iloc[0] == "dreg mean of 300 draws"
+        assert table["is_reference"].all() == (name == "dreg")
         rows = table.set_index("group")
         np.testing.assert_allclose(
             rows.loc["theta", "reference_norm"], tables["dreg"].set_index("group").loc["theta", "reference_norm"]
