@@ -50,7 +50,9 @@ CAPABILITIES = {
 #: What an estimator can declare about itself.
 ESTIMATOR_PROPERTIES = {
     "lower_bound": "E[estimate] <= log p(x)",
+    "upper_bound": "the estimate converges (k -> inf) to a bound >= log p(x); biased low at finite k",
     "unbiased_p": "E[exp(estimate)] = p(x)",
+    "unbiased_log": "E[estimate] = log p(x)",
     "consistent": "estimate -> log p(x) as the sample budget grows",
     "unbiased": "gradient estimate is unbiased for the gradient of its objective",
 }

@@ -84,3 +84,15 @@ def central_difference(f, params: dict[str, np.ndarray], h: float = 1e-6) -> dic
             g[idx] = (up - down) / (2 * h)
         grads[name] = g
     return grads
+
+
+def gaussian_renyi_divergence(mu1, cov1, mu2, cov2, alpha):
+    """D_α(N(μ1, Σ1) ‖ N(μ2, Σ2)) in closed form (Gil, Alajaji & Linder 2013), with
+    Σ_α = α Σ2 + (1 - α) Σ1 positive definite; ∫ f1^α f2^(1-α) = exp((α - 1) D_α)."""
+    cov_a = alpha * cov2 + (1 - alpha) * cov1
+    diff = mu1 - mu2
+    quad = 0.5 * alpha * diff @ np.linalg.solve(cov_a, diff)
+    _, logdet_a = np.linalg.slogdet(cov_a)
+    _, logdet1 = np.linalg.slogdet(cov1)
+    _, logdet2 = np.linalg.slogdet(cov2)
+    return quad - (logdet_a - (1 - alpha) * logdet1 - alpha * logdet2) / (2 * (alpha - 1))

@@ -51,7 +51,16 @@ def test_available_devices_expand_to_cpu_and_cuda_when_present():
 def test_default_spec_is_valid_and_documents_every_section():
     spec = default_spec()
     assert {m.label for m in spec.models} == {"lg", "mix", "digits_vae"}
-    assert {e.estimator for e in spec.estimators} >= {"naive_mc", "importance", "elbo", "iwae", "ais"}
+    assert {e.estimator for e in spec.estimators} >= {
+        "naive_mc",
+        "importance",
+        "elbo",
+        "iwae",
+        "ais",
+        "renyi",
+        "cubo",
+        "sumo",
+    }
     assert all(e.k == (1, 5, 50, 500, 5000) for e in spec.estimators if e.estimator != "ais")
 
 
