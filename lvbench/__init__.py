@@ -17,6 +17,7 @@ from lvbench.api import Results, load_results, run
 from lvbench.errors import LvbenchInputError, UnknownNameError
 from lvbench.estimators import IncompatibleError
 from lvbench.estimators.likelihood.ais import bdmc
+from lvbench.inference_gaps import inference_gaps  # the function, as lvbench.inference_gaps(model, x)
 from lvbench.registry import (
     get_estimator,
     get_model,
@@ -38,6 +39,7 @@ __all__ = [
     "get_estimator",
     "get_model",
     "incompatibility",
+    "inference_gaps",
     "list_estimators",
     "list_models",
     "load_results",

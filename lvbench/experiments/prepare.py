@@ -25,6 +25,7 @@ from lvbench.errors import LvbenchInputError
 from lvbench.experiments.identity import digest, file_digest
 from lvbench.experiments.spec import ModelSpec, RunSettings, SpecError
 from lvbench.experiments.store import StoreWarning, atomic_write
+from lvbench.inference_gaps import inference_gaps
 from lvbench.models.vae import load_state, load_vae, load_weights_only
 from lvbench.protocol import capabilities_of
 from lvbench.registry import get_estimator, get_model
@@ -113,6 +114,7 @@ def model_config(ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
         "encoder_fit": {**DEFAULT_ENCODER_FIT, **ms.encoder_fit} if ms.dataset is None else None,
         "reference": {**DEFAULT_REFERENCE, **ms.reference},
         "bdmc": {**DEFAULT_BDMC, **ms.bdmc} if ms.bdmc else None,
+        "inference_gaps": ms.inference_gaps,
         "seed": run.seed,
         "dtype": run.dtype,
         "threads": run.threads,
@@ -230,6 +232,9 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
             reference, reference_se, reference_name = _reference(model, x, config["reference"], run.seed)
     if ms.bdmc:
         extras["bdmc"] = _bdmc(model, config["bdmc"], run)
+    if ms.inference_gaps is not None:
+        gaps = inference_gaps(model, x, log_marginal=reference, seed=run.seed, **ms.inference_gaps)
+        extras["inference_gaps"] = {c: torch.tensor(gaps[c].to_numpy()) for c in gaps if c != "point"}
     artifact = {
         "format": ARTIFACT_FORMAT,
         "key": key,

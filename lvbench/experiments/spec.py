@@ -56,6 +56,7 @@ class ModelSpec:
     encoder_fit: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
     bdmc: dict[str, Any] = field(default_factory=dict)
+    inference_gaps: dict[str, Any] | None = None  # None: not computed; {} computes with the defaults
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,13 @@ def _run(raw: dict[str, Any]) -> RunSettings:
     )
 
 
+def _gaps(raw: dict[str, Any], where: str) -> dict[str, Any] | None:
+    if "inference_gaps" not in raw:
+        return None
+    table = _table(raw["inference_gaps"], f"{where}.inference_gaps")
+    return _fixed_table(table, INFERENCE_GAP_KEYS, f"{where}.inference_gaps")
+
+
 def _timeout(value: Any, where: str) -> float | None:
     if value is None:
         return None
@@ -150,7 +158,19 @@ def _options(fn, options: dict[str, Any], where: str, skip: int, extra=None, als
         raise SpecError(str(exc)) from None
 
 
-MODEL_KEYS = {"type", "points", "proposal", "dataset", "train", "checkpoint", "encoder_fit", "reference", "bdmc"}
+MODEL_KEYS = {
+    "type",
+    "points",
+    "proposal",
+    "dataset",
+    "train",
+    "checkpoint",
+    "encoder_fit",
+    "reference",
+    "bdmc",
+    "inference_gaps",
+}
+INFERENCE_GAP_KEYS = {"steps": int, "lr": float, "samples": int, "eval_samples": int}
 #: ``seed`` in train and encoder_fit (default: run.seed) pins a model's fit, so that runs with different
 #: run seeds (different data points and Monte Carlo draws) compare the same fitted model.
 TRAIN_KEYS = {
@@ -260,6 +280,7 @@ def _model(label: str, raw: dict[str, Any], run: RunSettings, base_dir: str) -> 
         encoder_fit=encoder_fit,
         reference=reference,
         bdmc=bdmc,
+        inference_gaps=_gaps(raw, where),
     )
 
 

@@ -25,7 +25,7 @@ from lvbench.experiments.store import ResultStore
 from lvbench.registry import ESTIMATORS
 from lvbench.reports.figures import gradient_figures, khat_figure, likelihood_figures
 from lvbench.reports.findings import gradient_findings, likelihood_findings
-from lvbench.reports.tables import bdmc_table, gradient_summary, likelihood_summary
+from lvbench.reports.tables import bdmc_table, gaps_table, gradient_summary, likelihood_summary
 
 __all__ = ["export_table", "with_missing", "write_report"]
 
@@ -193,7 +193,10 @@ def write_report(out_dir: str) -> dict[str, str]:
         with open(os.path.join(out_dir, "run.json")) as fh:
             run = json.load(fh)
     findings = likelihood_findings(lik) + gradient_findings(grad)
-    sections = _sections(lik, grad, raw, statuses, bdmc_table(out_dir, manifest["models"]), manifest, figures_dir)
+    models = manifest["models"]
+    sections = _sections(
+        lik, grad, raw, statuses, bdmc_table(out_dir, models), gaps_table(out_dir, models), manifest, figures_dir
+    )
     where = _where(run)
     paths["markdown"] = os.path.join(folder, "report.md")
     with open(paths["markdown"], "w") as fh:
@@ -239,7 +242,7 @@ def _estimator_table(manifest: dict) -> Table | None:
     return display(frame, columns, "Estimator labels of this spec and their options")
 
 
-def _sections(lik, grad, raw, statuses, bdmc, manifest, figures_dir) -> list[Section]:
+def _sections(lik, grad, raw, statuses, bdmc, gaps, manifest, figures_dir) -> list[Section]:
     sections = []
     if not lik.empty:
         refs = lik.groupby("model", as_index=False)["reference_name"].first()
@@ -280,6 +283,20 @@ def _sections(lik, grad, raw, statuses, bdmc, manifest, figures_dir) -> list[Sec
                 "bound) on data simulated from each model. Both bounds hold in expectation; where the true gap "
                 "is below their Monte Carlo noise, one point's bounds can cross.",
                 [display(bdmc, {c: c for c in bdmc.columns})],
+            )
+        )
+    if not gaps.empty:
+        columns = {"model": "model", "points": "points"}
+        for title in ("total", "approximation", "amortization"):
+            columns.update({f"{title}_gap": f"{title} gap (nats)", f"{title}_gap_se": f"{title} ± SE (nats)"})
+        sections.append(
+            Section(
+                "Inference gaps",
+                "Where log p(x) − ELBO comes from (Cremer, Li & Duvenaud 2018), averaged over the evaluation "
+                "points: the approximation gap log p(x) − ELBO(q*) of the best member q* of the encoder's family "
+                "for each point (optimized from the encoder's output), and the amortization gap ELBO(q*) − "
+                "ELBO(q) of sharing one encoder across points. log p(x) is the model's reference.",
+                [display(gaps, columns)],
             )
         )
     if not grad.empty:

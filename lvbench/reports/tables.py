@@ -10,7 +10,7 @@ import pandas as pd
 
 from lvbench.metrics import khat_band, summarize_estimates
 
-__all__ = ["bdmc_table", "gradient_summary", "likelihood_summary"]
+__all__ = ["bdmc_table", "gaps_table", "gradient_summary", "likelihood_summary"]
 
 CELL_KEYS = ["model", "estimator", "estimator_name", "k", "device", "dtype"]
 
@@ -83,18 +83,38 @@ def gradient_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return groups[[c for c in cols if c in groups]].sort_values(["model", "estimator", "objective", "k", "group"])
 
 
-def bdmc_table(out_dir: str, models: dict[str, str]) -> pd.DataFrame:
-    """BDMC sandwiches recorded when the models ({label: key}) were prepared: mean lower and upper bounds
-    and their gap."""
+def _artifacts(out_dir: str, models: dict[str, str]):
+    """(label, prepared-model artifact) of the models ({label: key}) whose artifact exists."""
     from lvbench.experiments.prepare import artifact_path
     from lvbench.models.vae import load_weights_only
 
-    rows = []
     for label, key in sorted(models.items()):
         path = artifact_path(out_dir, key)
-        if not os.path.isfile(path):
+        if os.path.isfile(path):
+            yield label, load_weights_only(path, what="prepared-model artifact")
+
+
+def gaps_table(out_dir: str, models: dict[str, str]) -> pd.DataFrame:
+    """Inference gaps recorded when the models were prepared: means over points, with standard errors."""
+    rows = []
+    for label, art in _artifacts(out_dir, models):
+        gaps = art.get("extras", {}).get("inference_gaps")
+        if not gaps:
             continue
-        art = load_weights_only(path, what="prepared-model artifact")
+        row = {"model": label, "points": len(gaps["log_p"])}
+        for column in ("total_gap", "approximation_gap", "amortization_gap"):
+            values = gaps[column].numpy()
+            row[column] = values.mean()
+            row[f"{column}_se"] = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def bdmc_table(out_dir: str, models: dict[str, str]) -> pd.DataFrame:
+    """BDMC sandwiches recorded when the models ({label: key}) were prepared: mean lower and upper bounds
+    and their gap."""
+    rows = []
+    for label, art in _artifacts(out_dir, models):
         bd = art.get("extras", {}).get("bdmc")
         if not bd:
             continue
