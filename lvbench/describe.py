@@ -8,7 +8,7 @@ import typing
 from typing import Any, Literal
 
 from lvbench.errors import UnknownNameError, did_you_mean
-from lvbench.options import _describe, _hints, signature_options
+from lvbench.options import describe_annotation, signature_options, type_hints
 from lvbench.registry import ESTIMATORS, MODELS, Entry, get_estimator, get_model
 
 __all__ = ["describe", "describe_all", "plain_text"]
@@ -29,7 +29,7 @@ def _allowed(ann: Any) -> list[Any] | str | None:
     literals = [a for arg in typing.get_args(ann) if typing.get_origin(arg) is Literal for a in typing.get_args(arg)]
     if literals:
         return literals
-    return _describe(ann) or None
+    return describe_annotation(ann) or None
 
 
 def _default(value: Any) -> Any:
@@ -40,7 +40,7 @@ def _default(value: Any) -> Any:
 
 def _options(entry: Entry, skip: int) -> list[dict[str, Any]]:
     params, _ = signature_options(entry.obj, skip)
-    hints = _hints(entry.obj)
+    hints = type_hints(entry.obj)
     return [
         {"name": name, "default": _default(p.default), "allowed": _allowed(hints.get(name))}
         for name, p in params.items()

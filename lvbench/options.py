@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 
 from lvbench.errors import LvbenchInputError, UnknownNameError, did_you_mean
 
-__all__ = ["check_keys", "check_options", "check_value", "signature_options"]
+__all__ = ["check_keys", "check_options", "check_value", "describe_annotation", "signature_options", "type_hints"]
 
 
 @functools.cache
@@ -31,7 +31,7 @@ def signature_options(fn: Callable[..., Any], skip: int = 0) -> tuple[dict[str, 
 
 
 @functools.cache
-def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+def type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
     target = inspect.unwrap(fn)
     target = target.__init__ if inspect.isclass(target) else target
     try:
@@ -71,12 +71,12 @@ def _accepts(value: Any, ann: Any) -> bool | None:
     return None
 
 
-def _describe(ann: Any) -> str:
+def describe_annotation(ann: Any) -> str:
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args if _describe(a))
+        return " or ".join(describe_annotation(a) for a in args if describe_annotation(a))
     if ann is type(None):
         return "none"
     if inspect.isclass(ann) and ann.__module__ == "builtins":
@@ -92,7 +92,7 @@ def check_value(value: Any, ann: Any, where: str) -> None:
         choices = [a for a in _literals(ann) if isinstance(a, str)]
         hint = did_you_mean(value, choices) if choices else ""
         raise LvbenchInputError(
-            f"{where} must be {_describe(ann) or 'of another type'}, got {value!r}.{hint}".rstrip(".")
+            f"{where} must be {describe_annotation(ann) or 'of another type'}, got {value!r}.{hint}".rstrip(".")
         )
 
 
@@ -126,7 +126,7 @@ def check_options(
     annotated ``extra`` options ({name: annotation}); ``also`` are other valid names in the same table,
     offered as suggestions."""
     params, var_kw = signature_options(fn, skip)
-    hints = {**_hints(fn), **(extra or {})}
+    hints = {**type_hints(fn), **(extra or {})}
     names = [*params, *(extra or {})]
     if not var_kw:
         check_keys(options, names, where, also, what=what)
