@@ -33,7 +33,7 @@ def enumerated_objective(model, x: torch.Tensor, objective: str, k: int = 1) -> 
     """ELBO or IWAE-k of a discrete-latent model's encoder by enumerating the support: [N], differentiable."""
     support = enumerate_latents(model)
     q = model.encoder(x)
-    z = support[:, None].expand(support.shape[0], x.shape[0])
+    z = support[:, None].expand(support.shape[0], x.shape[0], *support.shape[1:])  # [C, N, *event]
     log_q = q.log_prob(z)  # [C, N]
     lw = model.log_joint(x, z) - log_q
     if objective == "elbo" or k == 1:
@@ -74,8 +74,17 @@ def _combinations(categories: int, k: int):
     return itertools.combinations_with_replacement(range(categories), k)
 
 
-def _enumeration_fits(categories: int, k: int, n_points: int) -> bool:
-    return _multisets(categories, k) * n_points * categories <= MAX_ENUMERATION
+def _support_size(model) -> float:
+    try:
+        return enumerate_latents(model).shape[0]
+    except LvbenchInputError:  # too many configurations to enumerate at all
+        return math.inf
+
+
+def _enumeration_fits(categories: float, k: int, n_points: int) -> bool:
+    if categories == math.inf:
+        return False
+    return _multisets(int(categories), k) * n_points * categories <= MAX_ENUMERATION
 
 
 def has_exact(model, objective: str, k: int = 1, n_points: int = 1) -> bool:
@@ -85,9 +94,9 @@ def has_exact(model, objective: str, k: int = 1, n_points: int = 1) -> bool:
         return "exact_marginal" in caps
     enumerable = "enumerable" in caps and "encoder" in caps
     if objective == "elbo" or k == 1:
-        return hasattr(model, "exact_elbo") or enumerable
+        return hasattr(model, "exact_elbo") or (enumerable and _support_size(model) * n_points <= MAX_ENUMERATION)
     if objective == "iwae" and enumerable:
-        return _enumeration_fits(enumerate_latents(model).shape[0], k, n_points)
+        return _enumeration_fits(_support_size(model), k, n_points)
     return False
 
 

@@ -36,7 +36,10 @@ def sample_with_log_prob(q: Distribution, c: int) -> tuple[torch.Tensor, torch.T
 
 def uniform_proposal(model, n: int) -> Distribution:
     """Uniform over the enumerable support of a discrete latent, batch shape [n]."""
-    size = enumerate_latents(model).shape[0]
+    support = enumerate_latents(model)
+    if support.dim() != 1:
+        raise LvbenchInputError("a uniform proposal needs a single categorical latent, not a vector of them")
+    size = support.shape[0]
     logits = model.prior().logits.new_zeros(n, size)
     return Categorical(logits=logits, validate_args=False)
 

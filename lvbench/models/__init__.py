@@ -1,6 +1,7 @@
 """Latent-variable models: the protocol and the built-in models with exact ground truth."""
 
 from lvbench.models.base import LatentVariableModel
+from lvbench.models.binary_vae import BinaryVAE
 from lvbench.models.encoders import CategoricalMLPEncoder, GaussianMLPEncoder, LinearGaussianEncoder
 from lvbench.models.gaussian_mixture import GaussianMixture
 from lvbench.models.linear_gaussian import LinearGaussian
@@ -9,6 +10,7 @@ from lvbench.models.vae import VAE, load_vae
 
 __all__ = [
     "VAE",
+    "BinaryVAE",
     "CategoricalMLPEncoder",
     "GaussianMLPEncoder",
     "GaussianMixture",

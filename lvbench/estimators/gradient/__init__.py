@@ -1,10 +1,22 @@
 """Gradient estimators: ``est(model, x, num_samples=k, objective="elbo"|"iwae") -> scalar surrogate``
 whose autograd gradient estimates ∇ of the objective averaged over the batch (to be ascended)."""
 
+from lvbench.estimators.gradient.arm import arm, disarm
 from lvbench.estimators.gradient.enumeration import enumeration
 from lvbench.estimators.gradient.relaxed import gumbel_softmax
 from lvbench.estimators.gradient.reparam import dreg, reparam, stl
 from lvbench.estimators.gradient.score_function import score_function, score_function_loo
 from lvbench.estimators.gradient.vimco import vimco
 
-__all__ = ["dreg", "enumeration", "gumbel_softmax", "reparam", "score_function", "score_function_loo", "stl", "vimco"]
+__all__ = [
+    "arm",
+    "disarm",
+    "dreg",
+    "enumeration",
+    "gumbel_softmax",
+    "reparam",
+    "score_function",
+    "score_function_loo",
+    "stl",
+    "vimco",
+]
