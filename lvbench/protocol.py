@@ -10,7 +10,7 @@ its capabilities they are inferred from what it has; these helpers give each opt
 from __future__ import annotations
 
 import torch
-from torch.distributions import constraints
+from torch.distributions import Bernoulli, Independent, constraints
 
 from lvbench.errors import LvbenchInputError
 
@@ -53,6 +53,9 @@ def capabilities_of(model: object) -> frozenset[str]:
     caps = set()
     if _is_discrete(prior):
         caps.add("discrete_latent")
+        base = prior.base_dist if isinstance(prior, Independent) else prior
+        if isinstance(base, Bernoulli):
+            caps.add("binary_latent")
         if prior.has_enumerate_support:
             caps.add("enumerable")
         if callable(getattr(model, "relaxed_likelihood", None)):

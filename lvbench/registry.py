@@ -39,6 +39,7 @@ ESTIMATOR_KINDS = ("likelihood", "gradient")
 CAPABILITIES = {
     "continuous_latent": "latent z is continuous",
     "discrete_latent": "latent z is discrete",
+    "binary_latent": "latent z is a vector of independent binary (Bernoulli) variables",
     "reparameterizable": "prior and proposal support rsample (pathwise gradients)",
     "enumerable": "latent has a finite support that can be enumerated",
     "relaxable": "discrete latent with a Concrete/Gumbel-softmax relaxed likelihood",

@@ -70,6 +70,10 @@ class BinaryVAE(LatentVariableModel):
         log_prior = (z * a - F.softplus(a)).sum(-1)
         return log_prior + log_lik
 
+    def capabilities(self) -> frozenset[str]:
+        """Those of a discrete latent, plus ``binary_latent`` (what ARM and DisARM need)."""
+        return super().capabilities() | {"binary_latent"}
+
     @property
     def data_support(self) -> constraints.Constraint:
         return constraints.boolean

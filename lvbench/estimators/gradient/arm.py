@@ -64,7 +64,7 @@ def _disarm_coefficients(f, u, p, b, alpha):
     return 0.5 * (f(b) - f(b_anti))[None, :, None] * sign * (b != b_anti).to(u.dtype) * torch.sigmoid(alpha.abs())
 
 
-NEEDS = ("discrete_latent", "encoder")
+NEEDS = ("binary_latent", "encoder")
 
 
 @estimator("arm", kind="gradient", needs=NEEDS, properties=("unbiased",), objectives=("elbo", "iwae"))
