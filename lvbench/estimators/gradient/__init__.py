@@ -6,6 +6,7 @@ from lvbench.estimators.gradient.enumeration import enumeration
 from lvbench.estimators.gradient.relaxed import gumbel_softmax
 from lvbench.estimators.gradient.reparam import dreg, reparam, stl
 from lvbench.estimators.gradient.score_function import score_function, score_function_loo
+from lvbench.estimators.gradient.straight_through import straight_through, straight_through_gumbel
 from lvbench.estimators.gradient.vimco import vimco
 
 __all__ = [
@@ -18,5 +19,7 @@ __all__ = [
     "score_function",
     "score_function_loo",
     "stl",
+    "straight_through",
+    "straight_through_gumbel",
     "vimco",
 ]
