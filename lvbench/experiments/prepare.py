@@ -173,6 +173,17 @@ def _reference(model, x: torch.Tensor, options: dict[str, Any], seed: int) -> tu
     return runs.mean(0), se, f"{name} (k={k}{extra}), mean of {repeats} runs"
 
 
+def training_estimator(model, train: dict[str, Any]) -> str:
+    """Pathwise gradients where the latent allows, else VIMCO for the IWAE objective (k >= 2) and DisARM
+    for the ELBO or binary latents at k = 1."""
+    if "reparameterizable" in capabilities_of(model):
+        return "reparam"
+    objective, k = train.get("objective", DEFAULT_TRAIN["objective"]), train.get("k", DEFAULT_TRAIN["k"])
+    if objective == "iwae" and k >= 2:
+        return "vimco"
+    return "disarm" if "binary_latent" in capabilities_of(model) else "score_function"
+
+
 def _check_finite(model: torch.nn.Module, label: str, when: str) -> None:
     tensors = list(model.named_parameters()) + list(model.named_buffers())
     bad = [name for name, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
@@ -205,7 +216,7 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
             _check_finite(model, ms.label, f"in checkpoint {ms.checkpoint}")
         else:
             data = load_dataset(ms.dataset, **_dataset_options(ms))
-            train = {"seed": run.seed, **config["train"]}
+            train = {"seed": run.seed, "estimator": training_estimator(model, config["train"]), **config["train"]}
             history = train_vae(model, data, progress=progress, **train)
             extras["train"] = dict(config["train"])
             extras["train_final_objective"] = float(history["objective"].iloc[-1])

@@ -180,7 +180,10 @@ TRAIN_KEYS = {
     "batch_size": int,
     "lr": float,
     "seed": int,
+    "estimator": str,  # the gradient estimator that trains it (default: reparam, else vimco / disarm)
 }
+#: Model types trained on a dataset (the others simulate their data from their own ground truth).
+TRAINED_ON_DATA = ("vae", "sigmoid_belief_net")
 ENCODER_FIT_KEYS = {"steps": int, "lr": float, "k": int, "train_points": int, "seed": int}
 DATASET_KEYS = {"name": str, "path": str, "binarization": Literal["static", "dynamic", "threshold", "none"]}
 ESTIMATOR_TABLE_KEYS = ("k", "repeats", "models", "estimator", "objective", "cell_timeout")
@@ -238,13 +241,22 @@ def _model(label: str, raw: dict[str, Any], run: RunSettings, base_dir: str) -> 
     for key in ("epochs", "k", "batch_size"):
         if key in train:
             _int(train[key], f"{where}.train.{key}")
+    if "estimator" in train:
+        try:
+            trainer = get_estimator(train["estimator"])
+        except LvbenchInputError as exc:
+            raise SpecError(f"{where}.train.estimator: {exc}") from None
+        if trainer.kind != "gradient":
+            raise SpecError(f"{where}.train.estimator: {trainer.name!r} is not a gradient estimator")
     if "train" in raw and checkpoint is not None:
         raise SpecError(f"[{where}] has both `train` and `checkpoint`: a checkpoint is already trained; keep one")
     encoder_fit = _fixed_table(
         _table(raw.get("encoder_fit", {}), f"{where}.encoder_fit"), ENCODER_FIT_KEYS, f"{where}.encoder_fit"
     )
-    if dataset is not None and raw["type"] != "vae":
-        raise SpecError(f"{where}: `dataset` is only for type = 'vae' (toy models simulate their data)")
+    if dataset is not None and raw["type"] not in TRAINED_ON_DATA:
+        raise SpecError(
+            f"{where}: `dataset` is only for types {sorted(TRAINED_ON_DATA)} (toy models simulate their data)"
+        )
     if raw["type"] == "vae" and dataset is None:
         raise SpecError(f"[{where}] (a VAE) needs `dataset` ('digits' or 'mnist')")
     reference = _table(raw.get("reference", {}), f"{where}.reference")
