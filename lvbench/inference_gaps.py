@@ -11,8 +11,9 @@ standard-normal draws, centred and whitened so that their mean is exactly 0 and 
 exactly I (for a model whose log p(x, z) is quadratic in z, such as the linear-Gaussian one, this
 sample ELBO equals the true ELBO); the best iterate is kept. Both ELBOs are then evaluated on one
 larger, likewise whitened set of draws, so their difference is paired. Families: diagonal Gaussian
-(optimized: mean and log standard deviation) and categorical (optimized: logits; its ELBO is exact by
-enumeration).
+(optimized: mean and log standard deviation), categorical (optimized: logits; its ELBO is exact by
+enumeration) and independent Bernoulli (optimized: logits; its ELBO is exact by enumerating the
+2^L configurations).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import math
 
 import pandas as pd
 import torch
-from torch.distributions import Categorical, Independent, Normal
+from torch.distributions import Bernoulli, Categorical, Independent, Normal
+from torch.nn import functional as F
 
 from lvbench.errors import LvbenchInputError
 from lvbench.models.base import conditioned_log_joint
@@ -53,6 +55,12 @@ def _gaussian_elbo(log_joint, loc, log_scale, eps) -> torch.Tensor:
 def _categorical_elbo(log_joint_by_category, logits) -> torch.Tensor:
     log_q = torch.log_softmax(logits, -1)  # [N, C]
     return (log_q.exp() * (log_joint_by_category - log_q)).sum(-1)
+
+
+def _bernoulli_elbo(log_joint_by_config, support, logits) -> torch.Tensor:
+    """Exact ELBO of independent Bernoulli q over the enumerated configurations [C, L]."""
+    log_q = support @ logits.T - F.softplus(logits).sum(-1)  # [C, N]: Σ_l z_l a_l - softplus(a_l)
+    return (log_q.T.exp() * (log_joint_by_config - log_q.T)).sum(-1)
 
 
 def _optimize(objective, params: list[torch.Tensor], steps: int, lr: float) -> list[torch.Tensor]:
@@ -118,6 +126,17 @@ def inference_gaps(
             with torch.no_grad():
                 elbo_q = _gaussian_elbo(log_joint, loc, log_scale, evaluate)
                 elbo_star = _gaussian_elbo(log_joint, *best, evaluate)
+        elif isinstance(q, Independent) and isinstance(q.base_dist, Bernoulli):
+            support = enumerate_latents(model)  # [C, L] binary configurations
+            with torch.no_grad():
+                by_config = log_joint(support[:, None].expand(-1, x.shape[0], -1)).T  # [N, C]
+            logits = q.base_dist.logits.detach()
+            (best,) = _optimize(lambda a: _bernoulli_elbo(by_config, support, a), [logits], steps, lr)
+            with torch.no_grad():
+                elbo_q, elbo_star = (
+                    _bernoulli_elbo(by_config, support, logits),
+                    _bernoulli_elbo(by_config, support, best),
+                )
         elif isinstance(q, Categorical):
             support = enumerate_latents(model)
             with torch.no_grad():
@@ -128,7 +147,7 @@ def inference_gaps(
                 elbo_q, elbo_star = _categorical_elbo(by_category, logits), _categorical_elbo(by_category, best)
         else:
             raise LvbenchInputError(
-                f"inference gaps support diagonal-Gaussian and categorical encoders, not {type(q).__name__}"
+                f"inference gaps support diagonal-Gaussian, Bernoulli and categorical encoders, not {type(q).__name__}"
             )
     finally:
         for p in frozen:
