@@ -50,7 +50,7 @@ def test_available_devices_expand_to_cpu_and_cuda_when_present():
 
 def test_default_spec_is_valid_and_documents_every_section():
     spec = default_spec()
-    assert {m.label for m in spec.models} == {"lg", "mix", "digits_vae"}
+    assert {m.label for m in spec.models} == {"lg", "mix", "digits_vae", "digits_sbn"}
     assert {e.estimator for e in spec.estimators} >= {
         "naive_mc",
         "importance",
