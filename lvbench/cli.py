@@ -120,13 +120,9 @@ def _writable_file(path: str, flag: str) -> None:
         raise LvbenchInputError(f"{flag} {path} is a folder; give a file path")
     if not os.path.isdir(folder):
         raise LvbenchInputError(f"{flag} {path}: folder {folder} does not exist")
-    probe = os.path.join(folder, f".lvbench-write-test-{os.getpid()}")
-    try:
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as exc:
-        raise LvbenchInputError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
+    from lvbench.experiments.plan import probe_writable
+
+    probe_writable(folder, f"cannot write {flag} {path}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -156,7 +152,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lvbench.experiments import plan_run, run_experiment
-    from lvbench.experiments.plan import check_output_dir
     from lvbench.reports import write_report
 
     spec = _spec(args)
@@ -168,8 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(plan_run(spec, args.out, devices).describe())
         return 0
-    check_output_dir(args.out)
-    counts = run_experiment(
+    counts = run_experiment(  # checks --out before anything else
         spec,
         args.out,
         executor=args.executor,

@@ -11,7 +11,7 @@ writes to the store, as each cell finishes; Ctrl-C stops the run with every fini
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import platform
 import time
@@ -32,7 +32,7 @@ from lvbench.experiments.lock import RunLock
 from lvbench.experiments.plan import check_output_dir, plan_run, write_manifest
 from lvbench.experiments.prepare import load_prepared, prepare_model
 from lvbench.experiments.spec import Spec
-from lvbench.experiments.store import ResultStore, atomic_write
+from lvbench.experiments.store import ResultStore, atomic_write_json
 from lvbench.gradient_analysis import analyze_gradients, draw_gradients
 from lvbench.measure import PeakMemory, sync
 from lvbench.metrics import effective_sample_size, pareto_khat
@@ -158,6 +158,17 @@ def _gradient_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
     return table
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads, restoring the previous count after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _no_tick(n: int) -> None:
     pass
 
@@ -171,17 +182,16 @@ def run_cell(cell: Cell, out_dir: str, tick: Callable[[int], None] = _no_tick) -
     """Run one cell with ``cell.threads`` torch threads; never raises but for Ctrl-C. ``tick(n)`` is told
     of progress within the cell (each finished repeat). Returns {"status": "done"|"failed",
     "rows": DataFrame|None, "reason", "seconds", ["traceback"]}."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cell.threads)
     start = time.perf_counter()
     try:
-        device = torch.device(cell.device)
-        prepared = load_prepared(out_dir, cell.model_key, device, label=cell.model)
-        torch.manual_seed(cell.seed)
-        if cell.kind == "likelihood":
-            rows = _likelihood_cell(cell, prepared, device, tick)
-        else:
-            rows = _gradient_cell(cell, prepared, device)
+        with torch_threads(cell.threads):
+            device = torch.device(cell.device)
+            prepared = load_prepared(out_dir, cell.model_key, device, label=cell.model)
+            torch.manual_seed(cell.seed)
+            if cell.kind == "likelihood":
+                rows = _likelihood_cell(cell, prepared, device, tick)
+            else:
+                rows = _gradient_cell(cell, prepared, device)
         return {"status": "done", "rows": rows, "reason": "", "seconds": time.perf_counter() - start}
     except KeyboardInterrupt:
         raise
@@ -194,8 +204,6 @@ def run_cell(cell: Cell, out_dir: str, tick: Callable[[int], None] = _no_tick) -
             "traceback": traceback.format_exc(limit=6),
             "seconds": time.perf_counter() - start,
         }
-    finally:
-        torch.set_num_threads(threads)
 
 
 _WORKER: CellWorker | None = None
@@ -322,15 +330,11 @@ def _run_locked(spec, out_dir, executor, workers, scheduler, devices, progress) 
     store = ResultStore(out_dir)
     for cell, reason in plan.skipped:
         store.write(cell, "skipped", reason=reason)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(spec.run.threads)  # preparation too: its bits depend on the thread count
-    try:
+    with torch_threads(spec.run.threads):  # preparation too: its bits depend on the thread count
         for ms in tqdm(spec.models, desc="prepare models", disable=not progress, leave=False):
             key = prepare_model(ms, spec.run, out_dir, progress=progress)
             if key != plan.model_keys[ms.label]:  # a data or checkpoint file changed under the run
                 raise LvbenchInputError(f"the inputs of model {ms.label!r} changed while the run started; rerun")
-    finally:
-        torch.set_num_threads(threads)
     todo = plan.todo
     bar = tqdm(total=sum(progress_units(c) for c in todo), desc="cells", unit="step", disable=not progress)
     ticked: dict[str, int] = {}
@@ -368,5 +372,5 @@ def _run_locked(spec, out_dir, executor, workers, scheduler, devices, progress) 
         "seconds": time.time() - started,
         "counts": counts,
     }
-    atomic_write(os.path.join(out_dir, "run.json"), lambda tmp: json.dump(record, open(tmp, "w"), indent=1))
+    atomic_write_json(os.path.join(out_dir, "run.json"), record)
     return counts

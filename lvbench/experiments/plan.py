@@ -20,7 +20,7 @@ from lvbench.errors import LvbenchInputError
 from lvbench.experiments.cells import Cell, expand
 from lvbench.experiments.prepare import artifact_path, instantiate, model_key
 from lvbench.experiments.spec import Spec
-from lvbench.experiments.store import ResultStore, atomic_write
+from lvbench.experiments.store import ResultStore, atomic_write_json
 
 __all__ = ["Plan", "check_output_dir", "clean", "plan_run", "read_manifest", "resolve_devices", "write_manifest"]
 
@@ -82,12 +82,20 @@ def check_output_dir(out_dir: str) -> None:
         raise LvbenchInputError(f"--out {out_dir} is an existing file, not a folder")
     try:
         os.makedirs(out_dir, exist_ok=True)
-        probe = os.path.join(out_dir, f".lvbench-write-test-{os.getpid()}")
+    except OSError as exc:
+        raise LvbenchInputError(f"cannot write to --out {out_dir}: {exc.strerror or exc}") from None
+    probe_writable(out_dir, f"cannot write to --out {out_dir}")
+
+
+def probe_writable(folder: str, message: str) -> None:
+    """Create and delete a file in ``folder``, or raise ``message`` with the system's reason in one line."""
+    probe = os.path.join(folder, f".lvbench-write-test-{os.getpid()}")
+    try:
         with open(probe, "w"):
             pass
         os.remove(probe)
     except OSError as exc:
-        raise LvbenchInputError(f"cannot write to --out {out_dir}: {exc.strerror or exc}") from None
+        raise LvbenchInputError(f"{message}: {exc.strerror or exc}") from None
 
 
 def write_manifest(out_dir: str, spec: Spec, plan: Plan) -> None:
@@ -97,7 +105,7 @@ def write_manifest(out_dir: str, spec: Spec, plan: Plan) -> None:
         "cells": {c.id: _describe(c) for c in plan.cells},
     }
     for name, payload in ((MANIFEST, manifest), ("spec.json", spec.source)):
-        atomic_write(os.path.join(out_dir, name), lambda tmp, p=payload: json.dump(p, open(tmp, "w"), indent=1))
+        atomic_write_json(os.path.join(out_dir, name), payload)
 
 
 def _describe(cell: Cell) -> dict[str, Any]:

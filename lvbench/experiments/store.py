@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from lvbench.experiments.cells import Cell
 from lvbench.experiments.identity import file_digest
 
-__all__ = ["ResultStore", "StoreWarning", "atomic_write"]
+__all__ = ["ResultStore", "StoreWarning", "atomic_write", "atomic_write_json"]
 
 FINAL = ("done", "skipped")
 
@@ -40,6 +40,16 @@ def atomic_write(path: str, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_json(path: str, payload: Any) -> None:
+    """``payload`` as indented JSON at ``path``, written atomically."""
+
+    def dump(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(payload, fh, indent=1, default=str)
+
+    atomic_write(path, dump)
 
 
 def _warn(message: str) -> None:
@@ -142,12 +152,8 @@ class ResultStore:
 
             atomic_write(path, write_rows)
 
-        def dump(tmp: str) -> None:
-            with open(tmp, "w") as fh:
-                json.dump(record, fh, indent=1, default=str)
-
         os.makedirs(os.path.join(self.out_dir, "status"), exist_ok=True)
-        atomic_write(self._status_path(cell.id), dump)
+        atomic_write_json(self._status_path(cell.id), record)
 
     def remove(self, cell_id: str) -> int:
         """Delete a cell's status and rows; the number of files removed."""
