@@ -255,4 +255,5 @@ def incompatibility(entry: Entry | str, model: Any, **options: Any) -> str | Non
     objective = options.get("objective")
     if objective is not None and entry.kind == "gradient" and objective not in entry.objectives:
         return f"{entry.name} estimates {list(entry.objectives)}, not objective={objective!r}"
-    return None
+    check = entry.meta.get("check")  # an estimator's own rule: (model, **options) -> reason or None
+    return check(model, **options) if check is not None else None
