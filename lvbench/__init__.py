@@ -16,6 +16,7 @@ from lvbench import (  # noqa: F401  (estimators and models register the built-i
 from lvbench.api import Results, load_results, run
 from lvbench.errors import LvbenchInputError, UnknownNameError
 from lvbench.estimators import IncompatibleError
+from lvbench.estimators.gradient.fitted import FittedControl, fit_control
 from lvbench.estimators.likelihood.ais import bdmc
 from lvbench.inference_gaps import inference_gaps  # the function, as lvbench.inference_gaps(model, x)
 from lvbench.registry import (
@@ -31,11 +32,13 @@ from lvbench.registry import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "FittedControl",
     "IncompatibleError",
     "LvbenchInputError",
     "Results",
     "UnknownNameError",
     "bdmc",
+    "fit_control",
     "get_estimator",
     "get_model",
     "incompatibility",

@@ -8,6 +8,7 @@ import typing
 from typing import Any, Literal
 
 from lvbench.errors import UnknownNameError, did_you_mean
+from lvbench.estimators.gradient.fitted import RUNNER_OPTIONS
 from lvbench.options import describe_annotation, signature_options, type_hints
 from lvbench.registry import ESTIMATORS, MODELS, Entry, get_estimator, get_model
 
@@ -44,7 +45,7 @@ def _options(entry: Entry, skip: int) -> list[dict[str, Any]]:
     return [
         {"name": name, "default": _default(p.default), "allowed": _allowed(hints.get(name))}
         for name, p in params.items()
-        if name != "objective"
+        if name != "objective" and name not in RUNNER_OPTIONS
     ]
 
 

@@ -12,6 +12,7 @@ similarity to it, and seconds per gradient.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from lvbench.errors import LvbenchInputError
+from lvbench.estimators.gradient.fitted import fit_control
 from lvbench.estimators.streaming import bytes_per_sample, items_within_budget, memory_budget
 from lvbench.exact import exact_gradient, has_exact
 from lvbench.measure import sync
 from lvbench.protocol import capabilities_of, inference_parameters
-from lvbench.registry import get_estimator
+from lvbench.registry import get_estimator, incompatibility
 from lvbench.validation import check_data, check_num_samples
 
 __all__ = [
@@ -51,6 +53,7 @@ class GradientDraws:
     seconds_per_gradient: float
     method: str
     batch: int
+    fit: dict | None = None  # the record of a fitted control variate's fit, if the estimator has one
 
     def vector(self, named: dict[str, torch.Tensor]) -> torch.Tensor:
         """Flatten a {name: tensor} dict in the same layout as ``values``."""
@@ -112,6 +115,14 @@ def draw_gradients(
     if fn.kind != "gradient":
         raise LvbenchInputError(f"{estimator!r} is a {fn.kind} estimator, not a gradient estimator")
     opts = {"objective": objective, **options}
+    fit = None
+    if fn.meta.get("fit") is not None:  # a control variate with parameters: fitted once, before the draws
+        reason = incompatibility(fn, model, num_samples=num_samples, **opts)
+        if reason is not None:
+            raise LvbenchInputError(reason)
+        if opts.get("control") is None:
+            opts["control"] = fit_control(estimator, model, x, num_samples, **opts)
+        fit = opts["control"].record
     fn(model, x, num_samples=num_samples, **opts)  # validates the pairing and warms up
     device = x.device
     if batch is None:  # a draw holds k samples' intermediates, like k samples of a likelihood chunk
@@ -132,7 +143,7 @@ def draw_gradients(
     sync(device)
     seconds = (time.perf_counter() - start) / repeats
     method = "vmap" if use_vmap and vec.ok else "loop"
-    return GradientDraws(values, slices, groups, seconds, method, batch)
+    return GradientDraws(values, slices, groups, seconds, method, batch, fit)
 
 
 class _Rows:
@@ -376,6 +387,8 @@ def analyze_gradients(
     table.insert(2, "k", num_samples)
     table["reference"] = ref_kind
     table["is_reference"] = ref_estimator == estimator and not options
+    if draws.fit is not None:
+        table["fit"] = json.dumps(draws.fit, sort_keys=True)
     return table
 
 

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lvbench.errors import LvbenchInputError
+from lvbench.estimators.gradient.fitted import fit_control
 from lvbench.experiments.cells import Cell
 from lvbench.experiments.identity import digest
 from lvbench.experiments.isolate import CellWorker, run_isolated
@@ -122,7 +123,22 @@ def reference_seed(cell: Cell) -> int:
     return int(digest(["gradient reference", cell.model_key, cell.objective, cell.k, cell.device]), 16) % 2**31
 
 
+def _fitted_control(cell: Cell, prepared, options: dict[str, Any]) -> dict[str, Any]:
+    """For an estimator with a fitted control variate: fit it once, with a seed of its own (the draws must
+    not reuse the noise it was fitted on), so the study and the memory measurement share it."""
+    if get_estimator(cell.estimator_name).meta.get("fit") is None:
+        return {}
+    seed = int(digest(["control fit", cell.id]), 16) % 2**31
+    device = prepared.x.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        control = fit_control(cell.estimator_name, prepared.model, prepared.x, cell.k, cell.objective, **options)
+    return {"control": control}
+
+
 def _gradient_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
+    draw_options = {k: v for k, v in cell.options.items() if k not in STUDY_ONLY}
+    control = _fitted_control(cell, prepared, draw_options)
     table = analyze_gradients(
         prepared.model,
         prepared.x,
@@ -133,8 +149,9 @@ def _gradient_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
         seed=cell.seed,
         reference_seed=reference_seed(cell),
         **cell.options,
+        **control,
     )
-    draw_options = {k: v for k, v in cell.options.items() if k not in STUDY_ONLY}
+    draw_options.update(control)
     with PeakMemory(device) as memory:  # untimed: one vectorized batch of draws
         draw_gradients(
             prepared.model,

@@ -14,6 +14,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from lvbench.errors import LvbenchInputError, UnknownNameError, did_you_mean
+from lvbench.estimators.gradient.fitted import RUNNER_OPTIONS
 from lvbench.options import check_keys, check_options, check_value
 from lvbench.registry import Entry, get_estimator, get_model
 
@@ -337,6 +338,9 @@ def _check_estimator_options(entry: Entry, options: dict[str, Any], where: str) 
     """Every option is one the estimator (or, for a gradient study, the study) takes, with a fitting value."""
     extra = STUDY_OPTIONS if entry.kind == "gradient" else None
     own = {k: v for k, v in options.items() if k != "objective"}
+    for name in RUNNER_OPTIONS:
+        if name in own:
+            raise SpecError(f"[{where}].{name} is set by the runner (fitted before the study), not by a spec")
     _options(entry.obj, own, f"[{where}]", 3, extra=extra, also=ESTIMATOR_TABLE_KEYS)
 
 

@@ -304,6 +304,7 @@ def _sections(lik, grad, raw, statuses, bdmc, gaps, manifest, figures_dir) -> li
             display(grad, GRAD_SIGNAL, "Signal and noise of the gradient estimates"),
             display(grad, GRAD_BIAS, "Bias against the comparison's one reference"),
             display(grad, GRAD_COST, "Cost"),
+            _fit_table(grad),
         ]
         sections.append(
             Section(
@@ -323,6 +324,20 @@ def _sections(lik, grad, raw, statuses, bdmc, gaps, manifest, figures_dir) -> li
             sections.append(Section("Skipped, failed and missing cells", "", [table]))
     sections.append(Section("Glossary", "", glossary=GLOSSARY))
     return sections
+
+
+def _fit_table(grad: pd.DataFrame) -> Table | None:
+    """The fit of each study's control variate (NVIL, REBAR, RELAX): steps, time, the quantity minimized
+    over the first and last steps, and the fitted scalars."""
+    if "fit" not in grad:
+        return None
+    rows = []
+    for _, study in grad[grad["fit"].notna() & (grad["group"] == "phi")].iterrows():
+        fit = json.loads(study["fit"])
+        fit["minimized"] = fit.pop("objective", "")
+        rows.append({c: study[c] for c in ("model", "estimator", "objective", "k")} | fit)
+    frame = pd.DataFrame(rows)
+    return display(frame, {c: c for c in frame.columns}, "Control variates fitted before the study, then held fixed")
 
 
 def _figures(figs: dict[str, tuple[str, str]]) -> list[dict]:

@@ -78,6 +78,7 @@ def gradient_summary(rows: pd.DataFrame) -> pd.DataFrame:
         "method",
         "reference",
         "is_reference",
+        "fit",
     ]
     groups = rows[rows["group"].isin(["theta", "phi"])]
     return groups[[c for c in cols if c in groups]].sort_values(["model", "estimator", "objective", "k", "group"])

@@ -3,6 +3,8 @@ whose autograd gradient estimates ∇ of the objective averaged over the batch (
 
 from lvbench.estimators.gradient.arm import arm, disarm
 from lvbench.estimators.gradient.enumeration import enumeration
+from lvbench.estimators.gradient.nvil import nvil
+from lvbench.estimators.gradient.rebar import rebar, relax
 from lvbench.estimators.gradient.relaxed import gumbel_softmax
 from lvbench.estimators.gradient.reparam import dreg, reparam, stl
 from lvbench.estimators.gradient.score_function import score_function, score_function_loo
@@ -15,6 +17,9 @@ __all__ = [
     "dreg",
     "enumeration",
     "gumbel_softmax",
+    "nvil",
+    "rebar",
+    "relax",
     "reparam",
     "score_function",
     "score_function_loo",

@@ -19,6 +19,7 @@ __all__ = [
     "OBJECTIVES",
     "batch_objective",
     "detached_encoder",
+    "detached_log_joint",
     "log_mean_exp",
     "normalized_weights",
     "scale_gradient",
@@ -50,6 +51,21 @@ def detached_encoder(model, x: torch.Tensor) -> Distribution:
     """q(z|x) with the encoder's parameters φ treated as constants (gradients flow only through z)."""
     params = {name: p.detach() for name, p in model.encoder.named_parameters()}
     return functional_call(model.encoder, params, (x,))
+
+
+class _LogJoint(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.model.log_joint(x, z)
+
+
+def detached_log_joint(model, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """log p(x, z) with the model's parameters treated as constants (gradients flow only through z)."""
+    params = {f"model.{name}": p.detach() for name, p in model.named_parameters()}
+    return functional_call(_LogJoint(model), params, (x, z))
 
 
 def scale_gradient(z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

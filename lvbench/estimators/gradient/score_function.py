@@ -20,15 +20,15 @@ from lvbench.estimators.gradient.common import batch_objective
 __all__ = ["score_function", "score_function_loo", "score_surrogate"]
 
 
-def score_surrogate(model, x: torch.Tensor, k: int, objective: str, baseline) -> torch.Tensor:
-    """mean_x [objective(lw) + Σ_i stopgrad(signal_i - b_i) log q(z_i)], z_i ~ q without gradient."""
+def score_surrogate(model, x: torch.Tensor, k: int, objective: str, baseline, scale: float = 1.0) -> torch.Tensor:
+    """mean_x [objective(lw) + Σ_i stopgrad(signal_i - b_i) log q(z_i) / scale], z_i ~ q without gradient."""
     q = model.encoder(x)
     z = q.sample((k,))
     log_q = q.log_prob(z)
     lw = model.log_joint(x, z) - log_q
     value = batch_objective(lw, objective)
     signal = lw if objective == "elbo" else value.expand_as(lw)
-    advantage = (signal - baseline(lw.detach(), objective)).detach()
+    advantage = (signal - baseline(lw.detach(), objective)).detach() / scale
     if objective == "elbo":
         advantage = advantage / k  # the ELBO averages over samples
     return (value + (advantage * log_q).sum(0)).mean()

@@ -1,0 +1,155 @@
+"""REBAR (Tucker et al. 2017) and RELAX (Grathwohl et al. 2018): unbiased gradients for Bernoulli
+latents with a control variate built from a continuous relaxation.
+
+With logits α of q(z|x), logistic noise z = α + logit(u) gives the sample b = H(z) = 1[z > 0], and
+z̃ = α + logit(ũ) a second draw of the same noise conditioned on b (ũ uniform on (1-σ(α), 1) where
+b = 1, on (0, 1-σ(α)) where b = 0). For a control c(z) (over all k·L noises of the k samples),
+
+    ĝ_α = [f(b) - c(z̃)] ∇_α log q(b) + ∇_α c(z) - ∇_α c(z̃)
+
+is unbiased for ∇_α E_q[f(b)] whatever c is, since z and z̃ share their distribution (the last two
+terms cancel in expectation), and b, z̃ are reparameterized given (u, v).
+- REBAR: c(z) = η f(σ(z/λ)), the objective at the Concrete relaxation, scale η and temperature λ.
+- RELAX: c(z) = η f(σ(z/λ)) + Σ_i r_ψ(σ(z_i/λ), x), plus a free network r_ψ (one tanh hidden layer).
+f is the objective (ELBO_k or IWAE_k) of the k samples; inside c the model's parameters and q's
+logits are held constant, so c carries gradient only through the noise. θ's gradient is ∇_θ f(b)
+(for IWAE φ also keeps the direct path through log q(b), as ARM and DisARM do). The control's
+parameters (η, log λ and ψ) are fitted before the study by Adam on the sum of squared φ-gradient
+estimates (its mean is fixed, so this minimizes their total variance, as both papers do).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lvbench.estimators.base import estimator
+from lvbench.estimators.gradient.arm import _logits
+from lvbench.estimators.gradient.common import batch_objective, detached_log_joint
+from lvbench.estimators.gradient.fitted import FittedControl, fit_by_adam
+from lvbench.models.base import mlp
+from lvbench.protocol import inference_parameters
+
+__all__ = ["RelaxedControl", "rebar", "relax"]
+
+#: Uniform draws are kept this far from 0 and 1 so that logit(u) stays finite in float32.
+EPS = 1e-6
+
+
+class RelaxedControl(nn.Module):
+    """c(z) = η f(σ(z/λ)) [+ Σ_i r_ψ(σ(z_i/λ), x)]; the network's output layer starts at zero."""
+
+    def __init__(self, temperature: float, eta: float, latent_dim: int, data_dim: int, hidden: int | None):
+        super().__init__()
+        self.log_temperature = nn.Parameter(torch.tensor(float(temperature)).log())
+        self.eta = nn.Parameter(torch.tensor(float(eta)))
+        self.net = None
+        if hidden is not None:
+            self.net = mlp([latent_dim + data_dim, hidden, 1], "tanh")
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, model, x: torch.Tensor, alpha: torch.Tensor, z: torch.Tensor, objective: str) -> torch.Tensor:
+        """c(z) per data point [N] for noise z [k, N, L]."""
+        s = torch.sigmoid(z / self.log_temperature.exp())
+        log_q = (s * alpha.detach() - F.softplus(alpha.detach())).sum(-1)  # q's logits held constant
+        value = self.eta * batch_objective(detached_log_joint(model, x, s) - log_q, objective)
+        if self.net is not None:
+            value = value + self.net(torch.cat([s, x.expand(*s.shape[:-1], x.shape[-1])], -1)).squeeze(-1).sum(0)
+        return value
+
+
+def _noise(alpha: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(b, z, z̃) [k, N, L]: the sample, its logistic noise, and the noise redrawn given b."""
+    shape = (k, *alpha.shape)
+    u = torch.rand(shape, dtype=alpha.dtype, device=alpha.device).clamp(EPS, 1 - EPS)
+    v = torch.rand(shape, dtype=alpha.dtype, device=alpha.device).clamp(EPS, 1 - EPS)
+    z = alpha + torch.log(u) - torch.log1p(-u)
+    b = (z > 0).to(alpha.dtype).detach()
+    p0 = torch.sigmoid(-alpha)  # P(b = 0) = 1 - σ(α)
+    u_cond = torch.where(b > 0, p0 + v * (1 - p0), v * p0).clamp(EPS, 1 - EPS)
+    z_cond = alpha + torch.log(u_cond) - torch.log1p(-u_cond)
+    return b, z, z_cond
+
+
+def relaxed_surrogate(model, x: torch.Tensor, k: int, objective: str, control: RelaxedControl) -> torch.Tensor:
+    """mean_x [f(b) + stopgrad_α(f(b) - c(z̃)) log q(b) + c(z) - c(z̃)]; ∇ is the REBAR/RELAX estimate.
+    The coefficient of log q(b) keeps its dependence on the control's parameters (for their fit)."""
+    alpha = _logits(model, x)
+    b, z, z_cond = _noise(alpha, k)
+    log_q_b = b * alpha - F.softplus(alpha)  # [k, N, L]
+    attached = objective == "iwae"  # IWAE's f depends on φ directly through log q(b)
+    f_b = batch_objective(model.log_joint(x, b) - (log_q_b if attached else log_q_b.detach()).sum(-1), objective)
+    coefficient = f_b.detach() - control(model, x, alpha, z_cond.detach(), objective)
+    return (
+        f_b
+        + coefficient * log_q_b.sum((0, -1))
+        + control(model, x, alpha, z, objective)
+        - control(model, x, alpha, z_cond, objective)
+    ).mean()
+
+
+def _fit_relaxed(model, x, k, objective, control: RelaxedControl, fit_steps: int, fit_lr: float) -> FittedControl:
+    phi = list(inference_parameters(model))
+
+    def gradient_energy() -> torch.Tensor:
+        grads = torch.autograd.grad(relaxed_surrogate(model, x, k, objective, control), phi, create_graph=True)
+        return sum((g**2).sum() for g in grads)
+
+    fitted = fit_by_adam(control, gradient_energy, fit_steps, fit_lr, {"objective": "sum of squared phi-gradients"})
+    fitted.record.update(temperature=float(control.log_temperature.exp()), eta=float(control.eta))
+    return fitted
+
+
+def _control(model, x: torch.Tensor, temperature: float, eta: float, hidden: int | None) -> RelaxedControl:
+    latent_dim = _logits(model, x).shape[-1]
+    return RelaxedControl(temperature, eta, latent_dim, x.shape[-1], hidden).to(device=x.device, dtype=x.dtype)
+
+
+def fit_rebar(model, x, k, objective="elbo", temperature=0.5, eta=1.0, fit_steps=200, fit_lr=0.01, **_):
+    """REBAR's η and λ by minimizing the φ-gradient variance."""
+    return _fit_relaxed(model, x, k, objective, _control(model, x, temperature, eta, None), fit_steps, fit_lr)
+
+
+def fit_relax(model, x, k, objective="elbo", temperature=0.5, eta=1.0, hidden=64, fit_steps=200, fit_lr=0.01, **_):
+    """RELAX's η, λ and surrogate network by minimizing the φ-gradient variance."""
+    return _fit_relaxed(model, x, k, objective, _control(model, x, temperature, eta, hidden), fit_steps, fit_lr)
+
+
+NEEDS = ("binary_latent", "encoder")
+
+
+@estimator("rebar", kind="gradient", needs=NEEDS, properties=("unbiased",), objectives=("elbo", "iwae"), fit=fit_rebar)
+def rebar(
+    model,
+    x: torch.Tensor,
+    k: int,
+    objective: str = "elbo",
+    temperature: float = 0.5,
+    eta: float = 1.0,
+    fit_steps: int = 200,
+    fit_lr: float = 0.01,
+    control: FittedControl | None = None,
+) -> torch.Tensor:
+    """REBAR: score function with the relaxed objective η f(σ(z/λ)) as control variate; unbiased."""
+    module = control.module if control is not None else _control(model, x, temperature, eta, None)
+    return relaxed_surrogate(model, x, k, objective, module)
+
+
+@estimator("relax", kind="gradient", needs=NEEDS, properties=("unbiased",), objectives=("elbo", "iwae"), fit=fit_relax)
+def relax(
+    model,
+    x: torch.Tensor,
+    k: int,
+    objective: str = "elbo",
+    temperature: float = 0.5,
+    eta: float = 1.0,
+    hidden: int = 64,
+    fit_steps: int = 200,
+    fit_lr: float = 0.01,
+    control: FittedControl | None = None,
+) -> torch.Tensor:
+    """RELAX: REBAR's control plus a fitted surrogate network r_ψ(σ(z/λ), x); unbiased."""
+    module = control.module if control is not None else _control(model, x, temperature, eta, hidden)
+    return relaxed_surrogate(model, x, k, objective, module)
