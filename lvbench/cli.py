@@ -127,26 +127,42 @@ def _writable_file(path: str, flag: str) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from lvbench.data import load_dataset
-    from lvbench.models import VAE
+    from lvbench.experiments.prepare import training_estimator
+    from lvbench.experiments.store import atomic_write
+    from lvbench.models import save_checkpoint
+    from lvbench.options import check_options
+    from lvbench.registry import get_estimator, get_model, incompatibility
     from lvbench.training import train_vae
 
     device = _device(args.device)
     _writable_file(args.out, "--out")  # before training, not after
+    factory = get_model(args.model)
+    given = {"latent_dim": args.latent_dim, "hidden": args.hidden, "activation": args.activation}
     options = {"path": args.data_path} if args.dataset == "mnist" else {"split": "train"}
     train = load_dataset(args.dataset, binarization=args.binarization, **options)
-    torch.manual_seed(args.seed)
-    model = VAE(train.data_dim, args.latent_dim, tuple(args.hidden), args.activation, "bernoulli").to(device)
+    params = {"data_dim": train.data_dim, **{k: v for k, v in given.items() if v is not None}}
+    check_options(factory.obj, params, f"--model {args.model}")
+    model = factory(**params, seed=args.seed).to(device)
+    estimator = args.estimator or training_estimator(model, {"objective": args.objective, "k": args.k})
+    reason = incompatibility(get_estimator(estimator), model, num_samples=args.k, objective=args.objective)
+    if reason is not None:
+        raise LvbenchInputError(f"--estimator {estimator}: {reason}")
     history = train_vae(
-        model, train, args.epochs, args.objective, args.k, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+        model,
+        train,
+        args.epochs,
+        args.objective,
+        args.k,
+        estimator=estimator,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
     )
-    from lvbench.experiments.store import atomic_write
-
-    atomic_write(
-        args.out,
-        lambda tmp: model.save(tmp, dataset=args.dataset, epochs=args.epochs, objective=args.objective, k=args.k),
-    )
+    metadata = {"dataset": args.dataset, "epochs": args.epochs, "objective": args.objective, "k": args.k}
+    metadata |= {"estimator": estimator, "final_objective": float(history["objective"].iloc[-1]), "seed": args.seed}
+    atomic_write(args.out, lambda tmp: save_checkpoint(tmp, args.model, params, model, **metadata))
     print(history.tail(1).to_string(index=False))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} ({args.model}, trained with {estimator})")
     return 0
 
 
@@ -270,16 +286,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("train", help="train a VAE on a dataset and write a checkpoint")
+    p = sub.add_parser("train", help="train a VAE or a binary-latent VAE on a dataset and write a checkpoint")
+    p.add_argument("--model", default="vae", choices=["vae", "sigmoid_belief_net"])
+    p.add_argument(
+        "--estimator",
+        help="gradient estimator (default: reparam where the latent allows it, else vimco for iwae with k >= 2, "
+        "else disarm)",
+    )
     p.add_argument("--dataset", default="digits", choices=["digits", "mnist"])
     p.add_argument("--data-path", help="IDX or .npz file (for --dataset mnist)")
     p.add_argument("--binarization", default="dynamic", choices=["static", "dynamic", "threshold", "none"])
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--objective", default="iwae", choices=["elbo", "iwae"])
     p.add_argument("--k", type=int, default=5, help="samples per data point in the objective")
-    p.add_argument("--latent-dim", type=int, default=50)
-    p.add_argument("--hidden", type=int, nargs="+", default=[200, 200])
-    p.add_argument("--activation", default="tanh")
+    p.add_argument("--latent-dim", type=int, help="default: the model's (vae 50, sigmoid_belief_net 10)")
+    p.add_argument("--hidden", type=int, nargs="+", help="default: the model's (vae 200 200, sigmoid_belief_net 64)")
+    p.add_argument("--activation", help="default: tanh")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)

@@ -26,7 +26,8 @@ from lvbench.experiments.identity import digest, file_digest
 from lvbench.experiments.spec import ModelSpec, RunSettings, SpecError
 from lvbench.experiments.store import StoreWarning, atomic_write
 from lvbench.inference_gaps import inference_gaps
-from lvbench.models.vae import load_state, load_vae, load_weights_only
+from lvbench.models.checkpoint import read_checkpoint
+from lvbench.models.vae import load_state, load_weights_only
 from lvbench.protocol import capabilities_of
 from lvbench.registry import get_estimator, get_model
 from lvbench.training import fit_encoder, train_vae
@@ -65,7 +66,12 @@ def _dataset_options(ms: ModelSpec) -> dict[str, Any]:
 
 def _checkpoint_config(ms: ModelSpec) -> dict[str, Any]:
     """The checkpoint's architecture, refusing a spec parameter that contradicts it."""
-    config = load_vae(ms.checkpoint).config
+    ckpt = read_checkpoint(ms.checkpoint)
+    if ckpt.type != ms.type:
+        raise SpecError(
+            f"models.{ms.label}.checkpoint {ms.checkpoint} holds a {ckpt.type!r} model, not type = {ms.type!r}"
+        )
+    config = ckpt.params
     for key, value in ms.params.items():
         given = list(value) if isinstance(value, tuple) else value
         if key in config and config[key] != given:
@@ -211,7 +217,7 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
     _check_finite(model, ms.label, "as built")
     if ms.dataset is not None:
         if ms.checkpoint is not None:
-            load_state(model, load_vae(ms.checkpoint).to(dtype).state_dict(), ms.checkpoint)
+            load_state(model, read_checkpoint(ms.checkpoint).state_dict, ms.checkpoint)
             extras["checkpoint"] = ms.checkpoint
             _check_finite(model, ms.label, f"in checkpoint {ms.checkpoint}")
         else:

@@ -2,6 +2,7 @@
 
 from lvbench.models.base import LatentVariableModel
 from lvbench.models.binary_vae import BinaryVAE
+from lvbench.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from lvbench.models.encoders import CategoricalMLPEncoder, GaussianMLPEncoder, LinearGaussianEncoder
 from lvbench.models.gaussian_mixture import GaussianMixture
 from lvbench.models.linear_gaussian import LinearGaussian
@@ -17,6 +18,9 @@ __all__ = [
     "LatentVariableModel",
     "LinearGaussian",
     "LinearGaussianEncoder",
+    "load_checkpoint",
     "load_npz_vae",
     "load_vae",
+    "read_checkpoint",
+    "save_checkpoint",
 ]

@@ -119,21 +119,18 @@ class VAE(LatentVariableModel):
 
 
 def load_vae(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> VAE:
-    """Load a VAE checkpoint with ``torch.load(weights_only=True)`` and check its format and weights."""
-    ckpt = load_weights_only(path, what="VAE checkpoint")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise LvbenchInputError(f"{path} is not an lvbench VAE checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    state, config = ckpt.get("state_dict"), ckpt.get("config")
-    if not isinstance(state, dict) or not isinstance(config, dict):
-        raise LvbenchInputError(f"{path}: checkpoint lacks its config or state_dict")
+    """Load a VAE checkpoint (``VAE.save``'s format or ``lvbench train``'s) weights-only and check it."""
+    from lvbench.models.checkpoint import read_checkpoint
+
     try:
-        model = VAE(**config)
-    except TypeError as exc:
-        raise LvbenchInputError(f"{path}: checkpoint config {config} is not a VAE configuration ({exc})") from None
-    floats = [v.dtype for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
-    model = model.to(floats[0] if floats else torch.get_default_dtype())
-    load_state(model, state, path)
-    return model.to(map_location)
+        ckpt = read_checkpoint(path)
+    except LvbenchInputError as exc:
+        if "is not an lvbench checkpoint" in str(exc):
+            raise LvbenchInputError(f"{path} is not an lvbench VAE checkpoint") from None
+        raise
+    if ckpt.type != "vae":
+        raise LvbenchInputError(f"{path} is not an lvbench VAE checkpoint (it holds a {ckpt.type!r})")
+    return ckpt.build(map_location)
 
 
 def load_weights_only(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
