@@ -14,3 +14,13 @@ def test_readme_python_example_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": f"readme_example_{index}"}
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), namespace)
+
+
+def test_readme_tables_list_every_built_in_estimator():
+    """Each estimator lvbench registers has a row (its name first) in the README's estimator tables."""
+    import lvbench
+
+    firsts = [line.split("|")[1] for line in README.read_text().splitlines() if line.startswith("| `")]
+    built_in = [n for n in lvbench.list_estimators() if lvbench.get_estimator(n).source == "lvbench"]
+    missing = [n for n in built_in if not any(f"`{n}`" in first for first in firsts)]
+    assert not missing, f"README tables lack {missing}"

@@ -57,12 +57,14 @@ def fit_by_adam(
     record: dict[str, Any] | None = None,
     window: int = 20,
 ) -> FittedControl:
-    """Minimize the stochastic ``loss()`` over ``control``'s parameters with Adam for ``steps`` steps;
-    record the loss averaged over the first and last ``window`` steps, then freeze the parameters."""
+    """Minimize the stochastic ``loss()`` over ``control``'s parameters with Adam for ``steps`` steps (per
+    group learning rates where the control has ``param_groups(lr)``); record the loss averaged over the
+    first and last ``window`` steps, then freeze the parameters."""
     if not isinstance(steps, int) or steps < 0:
         raise LvbenchInputError(f"fit_steps must be an integer >= 0, got {steps!r}")
-    params = [p for p in control.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr) if steps and params else None
+    groups = control.param_groups(lr) if hasattr(control, "param_groups") else [{"params": list(control.parameters())}]
+    params = [p for g in groups for p in g["params"] if p.requires_grad]
+    opt = torch.optim.Adam(groups, lr=lr) if steps and params else None
     losses = []
     start = time.perf_counter()
     for _ in range(steps if opt is not None else 0):

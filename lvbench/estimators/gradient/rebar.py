@@ -10,7 +10,7 @@ b = 1, on (0, 1-σ(α)) where b = 0). For a control c(z) (over all k·L noises o
 is unbiased for ∇_α E_q[f(b)] whatever c is, since z and z̃ share their distribution (the last two
 terms cancel in expectation), and b, z̃ are reparameterized given (u, v).
 - REBAR: c(z) = η f(σ(z/λ)), the objective at the Concrete relaxation, scale η and temperature λ.
-- RELAX: c(z) = η f(σ(z/λ)) + Σ_i r_ψ(σ(z_i/λ), x), plus a free network r_ψ (one tanh hidden layer).
+- RELAX: c(z) = η f(σ(z/λ)) + (1/k) Σ_i r_ψ(σ(z_i/λ), x), plus a free network r_ψ (one tanh hidden layer).
 f is the objective (ELBO_k or IWAE_k) of the k samples; inside c the model's parameters and q's
 logits are held constant, so c carries gradient only through the noise. θ's gradient is ∇_θ f(b)
 (for IWAE φ also keeps the direct path through log q(b), as ARM and DisARM do). The control's
@@ -33,12 +33,14 @@ from lvbench.protocol import inference_parameters
 
 __all__ = ["RelaxedControl", "rebar", "relax"]
 
+#: The surrogate network's learning rate relative to η's and λ's in the fit.
+NETWORK_LR = 0.1
 #: Uniform draws are kept this far from 0 and 1 so that logit(u) stays finite in float32.
 EPS = 1e-6
 
 
 class RelaxedControl(nn.Module):
-    """c(z) = η f(σ(z/λ)) [+ Σ_i r_ψ(σ(z_i/λ), x)]; the network's output layer starts at zero."""
+    """c(z) = η f(σ(z/λ)) [+ mean_i r_ψ(σ(z_i/λ), x)]; the network's output layer starts at zero."""
 
     def __init__(self, temperature: float, eta: float, latent_dim: int, data_dim: int, hidden: int | None):
         super().__init__()
@@ -49,6 +51,14 @@ class RelaxedControl(nn.Module):
             self.net = mlp([latent_dim + data_dim, hidden, 1], "tanh")
             nn.init.zeros_(self.net[-1].weight)
             nn.init.zeros_(self.net[-1].bias)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Adam groups: η and log λ at ``lr``, the network at ``lr`` × NETWORK_LR (at ``lr`` itself its many
+        weights move the surrogate far in the first steps and the fit starts by raising the variance)."""
+        groups = [{"params": [self.log_temperature, self.eta], "lr": lr}]
+        if self.net is not None:
+            groups.append({"params": list(self.net.parameters()), "lr": lr * NETWORK_LR})
+        return groups
 
     def forward(self, model, x: torch.Tensor, alpha: torch.Tensor, z: torch.Tensor, objective: str) -> torch.Tensor:
         """c(z) per data point [N] for noise z [k, N, L]."""
