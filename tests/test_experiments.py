@@ -60,8 +60,11 @@ def test_default_spec_is_valid_and_documents_every_section():
         "renyi",
         "cubo",
         "sumo",
+        "jvi",
     }
-    assert all(e.k == (1, 5, 50, 500, 5000) for e in spec.estimators if e.estimator != "ais")
+    grid = {"ais": (1, 5, 50), "jvi": (5, 50, 500, 5000)}  # AIS: chains; JVI needs k > its order
+    assert all(e.k == grid.get(e.estimator, (1, 5, 50, 500, 5000)) for e in spec.estimators)
+    assert {g.estimator for g in spec.gradients} >= {"nvil", "rebar", "relax", "arm", "disarm", "vimco"}
 
 
 @pytest.mark.parametrize(
