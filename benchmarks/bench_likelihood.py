@@ -1,10 +1,22 @@
 """Speed and peak memory of every likelihood estimator (plugins included) on a toy model and a VAE."""
 
+import time
+
 import torch
 
 import lvbench
 
-from .common import ESTIMATOR_OPTIONS, K_VALUES, PEAKMEM_K, likelihood_names, models, skip_if_incompatible
+from .common import (
+    ESTIMATOR_OPTIONS,
+    K_VALUES,
+    PEAKMEM_K,
+    decoder_flop,
+    likelihood_names,
+    models,
+    paper_vae,
+    sgemm_rate,
+    skip_if_incompatible,
+)
 
 
 class _Likelihood:
@@ -58,3 +70,29 @@ class PeakmemIWAE:
 
     def peakmem_iwae_vae(self, vae, k):
         self.iwae(self.vae, self.x, num_samples=k)
+
+
+class TrackFlopEfficiency:
+    """The streamed estimators' decoder FLOP rate on the IWAE paper's VAE as a fraction of this machine's
+    best sgemm rate, measured in the same process (1.0 = every second spent in peak-rate GEMMs)."""
+
+    params = ["iwae", "elbo", "naive_mc"]
+    param_names = ["estimator"]
+    unit = "fraction of sgemm"
+    timeout = 300
+
+    def setup(self, estimator):
+        self.vae, self.x = paper_vae()
+        self.est = lvbench.get_estimator(estimator)
+        self.k = K_VALUES[-1]
+
+    def track_decoder_flop_fraction(self, estimator):
+        self.est(self.vae, self.x, num_samples=self.k)  # warm-up
+        best = min(_seconds(lambda: self.est(self.vae, self.x, num_samples=self.k)) for _ in range(3))
+        return decoder_flop(self.vae) * self.k * self.x.shape[0] / best / sgemm_rate(0.5)
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 import torch
 
@@ -87,3 +88,24 @@ def toy_for(name: str, cache: dict | None = None):
     cache = cache or {"continuous": toy("continuous"), "discrete": toy("discrete")}
     continuous = cache["continuous"]
     return continuous if lvbench.incompatibility(name, continuous[0]) is None else cache["discrete"]
+
+
+def decoder_flop(model: VAE) -> int:
+    """FLOP of one decoder pass for one latent sample and point (a multiply-add counts 2): for the IWAE
+    paper's VAE 2·(50·200 + 200·200 + 200·784) = 413,600, the bulk of every streamed estimator's work."""
+    return 2 * sum(m.in_features * m.out_features for m in model.decoder if hasattr(m, "in_features"))
+
+
+def sgemm_rate(seconds: float = 1.0) -> float:
+    """The best single-precision GEMM rate (FLOP/s) of this machine with torch's current threads, over
+    shapes like the decoder's chunks and a square one."""
+    best = 0.0
+    for m, k, n in ((2000, 200, 784), (2000, 200, 200), (1024, 1024, 1024)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        torch.mm(a, b)
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 3:
+            torch.mm(a, b)
+            reps += 1
+        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - start))
+    return best

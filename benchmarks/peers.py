@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import decoder_flop, sgemm_rate  # noqa: E402
 from throughput import iwae_paper_vae, pyro_comparison  # noqa: E402
 
 import lvbench  # noqa: E402
@@ -37,6 +38,7 @@ from lvbench.experiments.execute import machine_info  # noqa: E402
 
 #: Decoder FLOP per latent sample and point of the IWAE paper's VAE (multiply-adds counted as 2).
 DECODER_FLOP = 2 * (50 * 200 + 200 * 200 + 200 * 784)
+assert DECODER_FLOP == decoder_flop(iwae_paper_vae("cpu", 1)[0])
 #: Samples per chunk in the JAX IWAE (the issue's hand-written baseline used 10).
 JAX_CHUNK = 10
 
@@ -52,20 +54,6 @@ def interleaved(fns: dict, rounds: int) -> dict[str, float]:
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: min(t) for name, t in times.items()}
-
-
-def sgemm_rate(seconds: float = 1.0) -> float:
-    """Best single-precision GEMM rate (FLOP/s) over shapes like the decoder's, with torch's threads."""
-    best = 0.0
-    for m, k, n in ((2000, 200, 784), (2000, 200, 200), (1024, 1024, 1024)):
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        torch.mm(a, b)
-        reps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 3:
-            torch.mm(a, b)
-            reps += 1
-        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - start))
-    return best
 
 
 def jax_vae(model):

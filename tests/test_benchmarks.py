@@ -7,6 +7,7 @@ pyproject). Time them, saving JSON for comparison:
     python -m pytest tests/test_benchmarks.py --benchmark-enable --benchmark-only --benchmark-compare
 """
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -110,3 +111,19 @@ def test_asv_benchmarks_run_once(monkeypatch):
     assert gradients.track_variance_phi(tables, "enumeration", 10) == 0
     with pytest.raises(NotImplementedError):
         gradients.setup(tables, "dreg", 100)  # not in the fast grid: skipped, not failed
+    efficiency = bench_likelihood.TrackFlopEfficiency()
+    efficiency.setup("iwae")
+    # a fraction of peak: far above 1 would mean a wrong FLOP count or timer (the decoder is 413,600 FLOP)
+    assert 0 < efficiency.track_decoder_flop_fraction("iwae") < 1.5
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (the [peers] extra)")
+def test_peers_benchmark_agrees_with_the_hand_written_jax_iwae(monkeypatch):
+    """The JAX IWAE of benchmarks/peers.py computes the same bound as lvbench on identical weights."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    import peers
+
+    model, x = peers.iwae_paper_vae("cpu", 10)
+    result = peers.jax_comparison(model, x, [100], rounds=1, sgemm=1e11)
+    assert result["k=100"]["sum_iwae"]["difference_in_se"] < 5
+    assert result["gradient k=100"]["jax.grad_s"] > 0

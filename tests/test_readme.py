@@ -22,6 +22,7 @@ def test_readme_tables_list_every_built_in_estimator():
     import lvbench
 
     firsts = [line.split("|")[1] for line in README.read_text().splitlines() if line.startswith("| `")]
+
     def module(name):  # where the estimator is defined (tests register their own ones, also as "lvbench")
         return inspect.unwrap(lvbench.get_estimator(name).obj).__module__
 

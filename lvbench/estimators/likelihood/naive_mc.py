@@ -11,7 +11,7 @@ import torch
 
 from lvbench.estimators.base import estimator
 from lvbench.estimators.likelihood.weights import log_importance_weights, log_weight_sampler, resolve_chunk_size
-from lvbench.estimators.proposals import uniform_proposal
+from lvbench.estimators.proposals import resolve_proposal, uniform_proposal
 from lvbench.estimators.streaming import LogMeanExp, stream
 from lvbench.protocol import capabilities_of
 from lvbench.validation import LvbenchInputError
@@ -37,10 +37,6 @@ def naive_mc(model, x: torch.Tensor, k: int, uniform: bool = False, chunk_size: 
         if "enumerable" not in capabilities_of(model):
             raise LvbenchInputError("naive_mc(uniform=True) needs an enumerable (discrete) latent")
         draw = log_weight_sampler(model, x, uniform_proposal(model, x.shape[0]))
-    else:
-        prior = model.prior()
-
-        def draw(c: int) -> torch.Tensor:
-            return model.likelihood(prior.sample((c, x.shape[0]))).log_prob(x)
-
+    else:  # log w = log p(x, z) - log p(z) = log p(x|z): the model's fused log joint, not p(x|z)'s generic log_prob
+        draw = log_weight_sampler(model, x, resolve_proposal(model, x, "prior"))
     return stream(draw, k, chunk, LogMeanExp(), x.dtype)
