@@ -56,6 +56,17 @@ def interleaved(fns: dict, rounds: int) -> dict[str, float]:
     return {name: min(t) for name, t in times.items()}
 
 
+def jax_mlp(layers, h):
+    """The torch MLP's forward in JAX: tanh between (weight, bias) layers, none after the last."""
+    import jax.numpy as jnp
+
+    for i, (w, b) in enumerate(layers):
+        h = h @ w + b
+        if i < len(layers) - 1:
+            h = jnp.tanh(h)
+    return h
+
+
 def jax_vae(model):
     """The torch VAE's weights as JAX arrays, and jitted IWAE/ELBO/naive-MC and an IWAE gradient."""
     import jax
@@ -73,19 +84,12 @@ def jax_vae(model):
     latent = model.latent_dim
     log2pi = math.log(2 * math.pi)
 
-    def mlp(ws, h):
-        for i, (w, b) in enumerate(ws):
-            h = h @ w + b
-            if i < len(ws) - 1:
-                h = jnp.tanh(h)
-        return h
-
     def log_lik(p, x, z):  # Σ_d x_d l_d - softplus(l_d), z [c, N, L]
-        logits = mlp(p["dec"], z)
+        logits = jax_mlp(p["dec"], z)
         return (x * logits - jax.nn.softplus(logits)).sum(-1)
 
     def log_weights(p, x, key, c, proposal):
-        out = mlp(p["enc"], x)
+        out = jax_mlp(p["enc"], x)
         mu, log_var = out[:, :latent], out[:, latent:]
         eps = jax.random.normal(key, (c, *mu.shape))
         log_prior_term = lambda z: -0.5 * (z**2).sum(-1) - 0.5 * latent * log2pi  # noqa: E731
@@ -206,20 +210,13 @@ def numpyro_comparison(model, x, k: int, rounds: int) -> dict:
     params, _ = jax_vae(model)
     latent = model.latent_dim
 
-    def mlp(ws, h):
-        for i, (w, b) in enumerate(ws):
-            h = h @ w + b
-            if i < len(ws) - 1:
-                h = jnp.tanh(h)
-        return h
-
     def np_model(data):
         with numpyro.plate("data", data.shape[0]):
             z = numpyro.sample("z", ndist.Normal(jnp.zeros(latent), 1.0).to_event(1))
-            numpyro.sample("x", ndist.Bernoulli(logits=mlp(params["dec"], z)).to_event(1), obs=data)
+            numpyro.sample("x", ndist.Bernoulli(logits=jax_mlp(params["dec"], z)).to_event(1), obs=data)
 
     def np_guide(data):
-        out = mlp(params["enc"], data)
+        out = jax_mlp(params["enc"], data)
         with numpyro.plate("data", data.shape[0]):
             numpyro.sample("z", ndist.Normal(out[:, :latent], jnp.exp(0.5 * out[:, latent:])).to_event(1))
 

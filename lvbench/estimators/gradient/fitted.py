@@ -10,6 +10,7 @@ scalars). Called directly without ``control``, such an estimator uses the contro
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from lvbench.errors import LvbenchInputError
+from lvbench.options import signature_options
 from lvbench.registry import get_estimator
 
 __all__ = ["RUNNER_OPTIONS", "FittedControl", "fit_control", "fit_by_adam"]
@@ -39,14 +41,16 @@ class FittedControl:
 def fit_control(
     estimator: str, model: nn.Module, x: torch.Tensor, num_samples: int, objective: str = "elbo", **options: Any
 ) -> FittedControl:
-    """Fit ``estimator``'s control variate on (model, x, k, objective) with its own fit options (e.g.
-    ``fit_steps``); uses the current torch RNG state."""
+    """Fit ``estimator``'s control variate on (model, x, k, objective) with its options (e.g. ``fit_steps``),
+    defaulting to the estimator's own defaults; uses the current torch RNG state."""
     entry = get_estimator(estimator)
     hook = entry.meta.get("fit")
     if hook is None:
         raise LvbenchInputError(f"{estimator!r} has no control variate to fit")
-    options = {k: v for k, v in options.items() if k not in RUNNER_OPTIONS}
-    return hook(model, x, num_samples, objective=objective, **options)
+    params, _ = signature_options(entry.obj, 3)
+    defaults = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
+    merged = {**defaults, **options, "objective": objective}
+    return hook(model, x, num_samples, **{k: v for k, v in merged.items() if k not in RUNNER_OPTIONS})
 
 
 def fit_by_adam(

@@ -51,14 +51,7 @@ def _signal(model, x: torch.Tensor, k: int, objective: str) -> torch.Tensor:
 
 
 def fit_nvil(
-    model,
-    x: torch.Tensor,
-    k: int,
-    objective: str = "elbo",
-    fit_steps: int = 300,
-    fit_lr: float = 0.01,
-    hidden: int = 100,
-    **_: object,
+    model, x: torch.Tensor, k: int, objective: str, fit_steps: int, fit_lr: float, hidden: int, **_
 ) -> FittedControl:
     """Regress the learning signal on x: min_ψ E[(l - b_ψ(x))²], from c = the signal's mean."""
     baseline = InputBaseline(x.shape[-1], hidden).to(device=x.device, dtype=x.dtype)

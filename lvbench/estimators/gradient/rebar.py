@@ -117,12 +117,12 @@ def _control(model, x: torch.Tensor, temperature: float, eta: float, hidden: int
     return RelaxedControl(temperature, eta, latent_dim, x.shape[-1], hidden).to(device=x.device, dtype=x.dtype)
 
 
-def fit_rebar(model, x, k, objective="elbo", temperature=0.5, eta=1.0, fit_steps=200, fit_lr=0.01, **_):
+def fit_rebar(model, x, k, objective, temperature, eta, fit_steps, fit_lr, **_):
     """REBAR's η and λ by minimizing the φ-gradient variance."""
     return _fit_relaxed(model, x, k, objective, _control(model, x, temperature, eta, None), fit_steps, fit_lr)
 
 
-def fit_relax(model, x, k, objective="elbo", temperature=0.5, eta=1.0, hidden=64, fit_steps=200, fit_lr=0.01, **_):
+def fit_relax(model, x, k, objective, temperature, eta, hidden, fit_steps, fit_lr, **_):
     """RELAX's η, λ and surrogate network by minimizing the φ-gradient variance."""
     return _fit_relaxed(model, x, k, objective, _control(model, x, temperature, eta, hidden), fit_steps, fit_lr)
 
