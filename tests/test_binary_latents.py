@@ -186,3 +186,19 @@ def test_lvbench_train_writes_a_binary_vae_checkpoint_that_a_spec_can_use(tmp_pa
         lvbench.run(spec, tmp_path / "other")
     assert main([*args, "--estimator", "reparam", "--out", str(tmp_path / "x.pt")]) == 2
     assert "reparam needs reparameterizable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["arm", "disarm"])
+def test_arm_and_disarm_elbo_variance_falls_like_one_over_k(name):
+    """The ELBO's per-sample form: the φ-gradient at k = 10 is a mean of 10 independent k = 1 estimates,
+    so its total variance is a tenth (5 SE of the ratio of two sample variances, normal approximation)."""
+    m = small_model(1)
+    x, _ = m.sample(3)
+    variances = {}
+    for k in (1, 10):
+        torch.manual_seed(5)
+        draws = draw_gradients(m, x, name, k, repeats=3000, objective="elbo")
+        g = torch.cat([draws.values[:, draws.slices[n]] for n in draws.groups["phi"]], 1)
+        variances[k] = g.var(0).sum().item()
+    ratio_se = 10 * math.sqrt(2 * 2 / 2999)
+    assert abs(variances[1] / variances[10] - 10) < 5 * ratio_se, variances

@@ -8,7 +8,10 @@ distribution's logits α is, with u ~ U(0, 1)^{k×L},
     DisARM:  E_u[½ (f(b) - f(b̃)) (-1)^b̃ 1[b ≠ b̃] σ(|α|)],  b = 1[u < σ(α)], b̃ = 1[1 - u < σ(α)],
 
 both unbiased, and DisARM's variance is never above ARM's (it integrates out the uniform noise given
-the antithetic pair). θ's gradient is ∇_θ f(b) at b ~ q; for the IWAE objective f also depends on φ
+the antithetic pair). The ELBO splits over samples, ELBO_k = Σ_i log w_i / k, so sample i's bits are
+credited with log w_i / k alone (the per-sample form: its variance falls like 1/k); IWAE_k does not
+split, so the pair differences are those of the whole k-tuple's objective. θ's gradient is ∇_θ f(b)
+at b ~ q; for the IWAE objective f also depends on φ
 through log q(b|x), whose expected gradient is not zero, so that direct term is kept (for the ELBO its
 expectation is zero and it is dropped, as it would only add variance).
 """
@@ -36,6 +39,15 @@ def _objective(model, x, z, log_q, objective: str) -> torch.Tensor:
     return batch_objective(model.log_joint(x, z) - log_q, objective)  # [N]
 
 
+def _learning_signals(model, x, z, log_q, objective: str) -> torch.Tensor:
+    """What each sample's bits are credited with, [k, N] or [1, N]: the ELBO is a sum over samples,
+    ELBO_k = Σ_i lw_i / k, and sample i's bits change only lw_i, so each gets its own term (the
+    antithetic difference of the others' terms is zero in expectation and only adds variance); the
+    IWAE objective does not split, so every sample gets the whole of it."""
+    lw = model.log_joint(x, z) - log_q
+    return lw / lw.shape[0] if objective == "elbo" else batch_objective(lw, objective)[None]
+
+
 def _surrogate(model, x: torch.Tensor, k: int, objective: str, coefficients) -> torch.Tensor:
     alpha = _logits(model, x)
     u = torch.rand((k, *alpha.shape), dtype=alpha.dtype, device=alpha.device)
@@ -47,7 +59,9 @@ def _surrogate(model, x: torch.Tensor, k: int, objective: str, coefficients) -> 
         return (z * logits - torch.nn.functional.softplus(logits)).sum(-1)  # [k, N]
 
     with torch.no_grad():
-        coef = coefficients(lambda z: _objective(model, x, z, log_q(z, False), objective), u, p, b, alpha.detach())
+        coef = coefficients(
+            lambda z: _learning_signals(model, x, z, log_q(z, False), objective), u, p, b, alpha.detach()
+        )
     direct = _objective(model, x, b, log_q(b, attached=objective == "iwae"), objective)  # θ (and IWAE's φ) path
     through_distribution = (coef.sum(0) * alpha).sum(-1)  # ∇_α of this is the estimator's coefficient
     return (direct + through_distribution).mean()
@@ -55,13 +69,13 @@ def _surrogate(model, x: torch.Tensor, k: int, objective: str, coefficients) -> 
 
 def _arm_coefficients(f, u, p, b, alpha):
     b_swap = (u > 1 - p).to(u.dtype)  # 1[u > σ(-α)]
-    return (f(b_swap) - f(b))[None, :, None] * (u - 0.5)
+    return (f(b_swap) - f(b))[..., None] * (u - 0.5)
 
 
 def _disarm_coefficients(f, u, p, b, alpha):
     b_anti = (1 - u < p).to(u.dtype)
     sign = 1 - 2 * b_anti  # (-1)^b̃
-    return 0.5 * (f(b) - f(b_anti))[None, :, None] * sign * (b != b_anti).to(u.dtype) * torch.sigmoid(alpha.abs())
+    return 0.5 * (f(b) - f(b_anti))[..., None] * sign * (b != b_anti).to(u.dtype) * torch.sigmoid(alpha.abs())
 
 
 NEEDS = ("binary_latent", "encoder")
