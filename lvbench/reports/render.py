@@ -337,7 +337,10 @@ def _fit_table(grad: pd.DataFrame) -> Table | None:
         fit["minimized"] = fit.pop("objective", "")
         rows.append({c: study[c] for c in ("model", "estimator", "objective", "k")} | fit)
     frame = pd.DataFrame(rows)
-    return display(frame, {c: c for c in frame.columns}, "Control variates fitted before the study, then held fixed")
+    first = ["model", "estimator", "objective", "k", "fit_steps", "fit_lr", "fit_seconds", "minimized"]
+    first += ["loss_first_steps", "loss_last_steps"]
+    columns = {c: c for c in [*first, *sorted(set(frame.columns) - set(first))]}
+    return display(frame, columns, "Control variates fitted before the study, then held fixed")
 
 
 def _figures(figs: dict[str, tuple[str, str]]) -> list[dict]:
