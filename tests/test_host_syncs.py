@@ -7,10 +7,10 @@ import torch
 
 import lvbench
 from lvbench.measure import HostSyncs
-from lvbench.models import VAE, GaussianMixture, LinearGaussian
+from lvbench.models import VAE, BinaryVAE, GaussianMixture, LinearGaussian
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
-STREAMED = ["naive_mc", "importance", "elbo", "iwae"]
+STREAMED = ["naive_mc", "importance", "elbo", "iwae", "jvi"]
 
 
 def syncs(fn) -> HostSyncs:
@@ -20,7 +20,13 @@ def syncs(fn) -> HostSyncs:
 
 
 def models(device: str):
-    for model in (LinearGaussian.random(6, 2, 0.7, seed=0), VAE(64, 4, (32,)), GaussianMixture.random(2, 3, seed=0)):
+    binary = BinaryVAE(16, 4, (8,))
+    for model in (
+        LinearGaussian.random(6, 2, 0.7, seed=0),
+        VAE(64, 4, (32,)),
+        GaussianMixture.random(2, 3, seed=0),
+        binary,
+    ):
         model = model.to(device)
         yield model, model.sample(8)[0]
 
