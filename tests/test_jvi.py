@@ -102,3 +102,16 @@ def test_order_must_be_below_k_and_the_reason_is_given():
     with pytest.raises(lvbench.LvbenchInputError, match="order must be an integer >= 1"):
         est(m, x, num_samples=5, order=0)
     assert "needs k > 3" in lvbench.registry.incompatibility("jvi", m, num_samples=3, order=3)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+def test_streamed_order_one_matches_brute_force_in_any_chunking(case, chunk):
+    """Order 1 streams: the largest weight and power sums of the rest, no weights kept."""
+    from lvbench.estimators.likelihood.jvi import StreamingJackknife
+
+    lw = torch.tensor(np.random.default_rng(2).permutation(CASES[case]))[:, None]
+    reducer = StreamingJackknife()
+    for part in lw.split(chunk):
+        reducer.update(part)
+    assert reducer.result().item() == pytest.approx(brute_force_jvi(CASES[case], 1), rel=1e-12, abs=1e-9)

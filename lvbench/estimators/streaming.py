@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import torch
 
@@ -18,6 +19,7 @@ __all__ = [
     "CPU_MEMORY_BUDGET",
     "LogMeanExp",
     "Mean",
+    "Reducer",
     "bytes_per_sample",
     "chunk_size_for",
     "chunks",
@@ -69,6 +71,14 @@ def chunks(total: int, size: int) -> Iterator[int]:
         yield rest
 
 
+class Reducer(Protocol):
+    """A running reduction over chunks [c, N] of a stream: ``update`` each chunk, then ``result`` [N]."""
+
+    def update(self, values: torch.Tensor) -> None: ...
+
+    def result(self) -> torch.Tensor: ...
+
+
 class LogMeanExp:
     """Running log((1/k) Σ exp(a_i)) over chunks [c, N], stable via a running max."""
 
@@ -116,7 +126,7 @@ def stream(
     draw: Callable[[int], torch.Tensor],
     num_samples: int,
     chunk_size: int,
-    reducer: LogMeanExp | Mean,
+    reducer: Reducer,
     out_dtype: torch.dtype,
 ) -> torch.Tensor:
     """Feed ``draw(c)`` -> [c, N] for chunks of ``num_samples`` into ``reducer``; the result as ``out_dtype``."""

@@ -10,8 +10,9 @@ k·IWAE_k - (k-1)·L̄_{k-1}). It is neither a lower nor an upper bound, and its
 Numerically safe leave-out sums: with the weights sorted, removing a set T that holds a of the m
 largest and b <= m - a others from the sum S, S_{-T} = R + log1p(-Σ_{T∖top} w / R) where R sums the
 remaining large ones and all others, so the ratio is at most ½ and nothing cancels catastrophically.
-Cost: C(k, j) leave-out sums per point for each j <= m (order 1: k; order 2: k²/2). The k log-weights
-per point are drawn in chunks like IWAE's but then kept (8 bytes each, never the samples).
+Order 1 streams over k in flat memory (``StreamingJackknife``: the largest weight and 50 power sums per
+point). Higher orders cost C(k, j) leave-out sums per point for each j <= m (order 2: k²/2) and keep the
+k log-weights per point (8 bytes each, never the samples).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from lvbench.errors import LvbenchInputError
 from lvbench.estimators.base import estimator
 from lvbench.estimators.likelihood.weights import log_weight_sampler, proposal_log_weights, resolve_chunk_size
 from lvbench.estimators.proposals import Proposal, resolve_proposal
-from lvbench.estimators.streaming import chunks
+from lvbench.estimators.streaming import chunks, stream
 
-__all__ = ["jackknife_coefficients", "jackknife_from_log_weights", "jvi"]
+__all__ = ["StreamingJackknife", "jackknife_coefficients", "jackknife_from_log_weights", "jvi"]
 
 #: Leave-out sets evaluated at once (times N points): bounds the memory of orders >= 2.
 SUBSETS_PER_BLOCK = 2**16
@@ -87,6 +88,47 @@ def jackknife_from_log_weights(lw: torch.Tensor, order: int = 1) -> torch.Tensor
     return estimate
 
 
+#: Terms of the power series for the leave-one-out sums: every ratio is at most ½, so the remainder is
+#: below 2^-POWER_TERMS · 2 / (POWER_TERMS + 1) of log p(x)'s scale, under float64's resolution.
+POWER_TERMS = 50
+
+
+class StreamingJackknife:
+    """JVI of order 1 from log-weights fed in chunks [c, N], in flat memory, in float64.
+
+    Keeps per point the largest weight w_top and the power sums P_n = Σ_{i ≠ top} w_i^n, n = 1…50 (in log
+    space). With S = w_top + P_1, the leave-one-out sums are S − w_top = P_1 exactly for the largest and,
+    for the others, Σ_i log(S − w_i) = (k−1) log S − Σ_n P_n / (n S^n) (the series of log1p, whose ratios
+    w_i/S are all at most ½ because w_top ≥ w_i is still in the sum)."""
+
+    def __init__(self) -> None:
+        self.top: torch.Tensor | None = None
+        self.powers: torch.Tensor | None = None  # log P_n, [POWER_TERMS, N]
+        self.count = 0
+
+    def update(self, values: torch.Tensor) -> None:
+        v = values.to(torch.float64)
+        if self.top is None:
+            self.top = torch.full_like(v[0], -math.inf)
+            self.powers = torch.full((POWER_TERMS, *v.shape[1:]), -math.inf, dtype=v.dtype, device=v.device)
+        both = torch.cat([self.top[None], v])  # the old largest competes with the chunk
+        largest = both.argmax(0, keepdim=True)
+        self.top = both.gather(0, largest)[0]
+        rest = both.scatter(0, largest, -math.inf)  # everything else joins the power sums
+        n = torch.arange(1, POWER_TERMS + 1, dtype=v.dtype, device=v.device).reshape(-1, *([1] * v.dim()))
+        self.powers = torch.logaddexp(self.powers, torch.logsumexp(n * rest, dim=1))
+        self.count += values.shape[0]
+
+    def result(self) -> torch.Tensor:
+        k = self.count
+        log_s = torch.logaddexp(self.top, self.powers[0])
+        n = torch.arange(1, POWER_TERMS + 1, dtype=log_s.dtype, device=log_s.device)[:, None]
+        series = (torch.exp(self.powers - n * log_s) / n).sum(0)  # Σ_{i ≠ top} -log1p(-w_i / S)
+        leave_one_out = (self.powers[0] + (k - 1) * log_s - series) / k - math.log(k - 1)  # L̄_{k-1}
+        estimate = k * (log_s - math.log(k)) - (k - 1) * leave_one_out
+        return torch.where(torch.isneginf(log_s), log_s, estimate)
+
+
 def _min_k_for_order(model, num_samples: int = 1, order: int = 1, **_: object) -> str | None:
     if isinstance(order, int) and order >= num_samples:
         return f"jvi of order {order} needs k > {order} samples, got k={num_samples}"
@@ -115,9 +157,12 @@ def jvi(
     if order >= k:
         raise LvbenchInputError(f"jvi: order must be < k, got order={order} with k={k}")
     draw = log_weight_sampler(model, x, resolve_proposal(model, x, proposal))
+    chunk = resolve_chunk_size(model, x, k, chunk_size)
+    if order == 1:  # streamed in flat memory
+        return stream(draw, k, chunk, StreamingJackknife(), x.dtype)
     lw = torch.empty(k, x.shape[0], dtype=torch.float64, device=x.device)
     start = 0
-    for c in chunks(k, resolve_chunk_size(model, x, k, chunk_size)):
+    for c in chunks(k, chunk):
         lw[start : start + c] = draw(c)
         start += c
     return jackknife_from_log_weights(lw, order).to(x.dtype)
