@@ -29,7 +29,7 @@ from lvbench.estimators.streaming import bytes_per_sample, items_within_budget, 
 from lvbench.exact import exact_gradient, has_exact
 from lvbench.measure import sync
 from lvbench.protocol import capabilities_of, inference_parameters
-from lvbench.registry import get_estimator, incompatibility
+from lvbench.registry import get_estimator
 from lvbench.validation import check_data, check_num_samples
 
 __all__ = [
@@ -117,9 +117,6 @@ def draw_gradients(
     opts = {"objective": objective, **options}
     fit = None
     if fn.meta.get("fit") is not None:  # a control variate with parameters: fitted once, before the draws
-        reason = incompatibility(fn, model, num_samples=num_samples, **opts)
-        if reason is not None:
-            raise LvbenchInputError(reason)
         if opts.get("control") is None:
             opts["control"] = fit_control(estimator, model, x, num_samples, **opts)
         fit = opts["control"].record

@@ -61,12 +61,12 @@ def save_checkpoint(
     )
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read and check a checkpoint (either format) without building the model."""
+def read_checkpoint(path: str | os.PathLike[str], what: str = "checkpoint") -> Checkpoint:
+    """Read and check a checkpoint (either format) without building the model; errors name ``what``."""
     path = os.fspath(path)
-    ckpt = load_weights_only(path, what="checkpoint")
+    ckpt = load_weights_only(path, what=what)
     if not isinstance(ckpt, dict) or ckpt.get("format") not in (CHECKPOINT_FORMAT, VAE_FORMAT):
-        raise LvbenchInputError(f"{path} is not an lvbench checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+        raise LvbenchInputError(f"{path} is not an lvbench {what} (expected format {CHECKPOINT_FORMAT!r})")
     vae_only = ckpt["format"] == VAE_FORMAT
     model_type = "vae" if vae_only else ckpt.get("model")
     params = ckpt.get("config") if vae_only else ckpt.get("params")

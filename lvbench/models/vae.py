@@ -122,12 +122,7 @@ def load_vae(path: str | os.PathLike[str], map_location: str | torch.device = "c
     """Load a VAE checkpoint (``VAE.save``'s format or ``lvbench train``'s) weights-only and check it."""
     from lvbench.models.checkpoint import read_checkpoint
 
-    try:
-        ckpt = read_checkpoint(path)
-    except LvbenchInputError as exc:
-        if "is not an lvbench checkpoint" in str(exc):
-            raise LvbenchInputError(f"{path} is not an lvbench VAE checkpoint") from None
-        raise
+    ckpt = read_checkpoint(path, what="VAE checkpoint")
     if ckpt.type != "vae":
         raise LvbenchInputError(f"{path} is not an lvbench VAE checkpoint (it holds a {ckpt.type!r})")
     return ckpt.build(map_location)

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from lvbench.errors import LvbenchInputError
+from lvbench.estimators.base import IncompatibleError
 from lvbench.options import signature_options
-from lvbench.registry import get_estimator
+from lvbench.registry import get_estimator, incompatibility
 
 __all__ = ["RUNNER_OPTIONS", "FittedControl", "fit_control", "fit_by_adam"]
 
@@ -47,6 +48,9 @@ def fit_control(
     hook = entry.meta.get("fit")
     if hook is None:
         raise LvbenchInputError(f"{estimator!r} has no control variate to fit")
+    reason = incompatibility(entry, model, num_samples=num_samples, objective=objective, **options)
+    if reason is not None:
+        raise IncompatibleError(reason)
     params, _ = signature_options(entry.obj, 3)
     defaults = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
     merged = {**defaults, **options, "objective": objective}

@@ -10,7 +10,7 @@ b = 1, on (0, 1-σ(α)) where b = 0). For a control c(z) (over all k·L noises o
 is unbiased for ∇_α E_q[f(b)] whatever c is, since z and z̃ share their distribution (the last two
 terms cancel in expectation), and b, z̃ are reparameterized given (u, v).
 - REBAR: c(z) = η f(σ(z/λ)), the objective at the Concrete relaxation, scale η and temperature λ.
-- RELAX: c(z) = η f(σ(z/λ)) + (1/k) Σ_i r_ψ(σ(z_i/λ), x), plus a free network r_ψ (one tanh hidden layer).
+- RELAX: c(z) = η f(σ(z/λ)) + Σ_i r_ψ(σ(z_i/λ), x), plus a free network r_ψ (one tanh hidden layer).
 f is the objective (ELBO_k or IWAE_k) of the k samples; inside c the model's parameters and q's
 logits are held constant, so c carries gradient only through the noise. θ's gradient is ∇_θ f(b)
 (for IWAE φ also keeps the direct path through log q(b), as ARM and DisARM do). The control's
@@ -40,7 +40,7 @@ EPS = 1e-6
 
 
 class RelaxedControl(nn.Module):
-    """c(z) = η f(σ(z/λ)) [+ mean_i r_ψ(σ(z_i/λ), x)]; the network's output layer starts at zero."""
+    """c(z) = η f(σ(z/λ)) [+ Σ_i r_ψ(σ(z_i/λ), x)]; the network's output layer starts at zero."""
 
     def __init__(self, temperature: float, eta: float, latent_dim: int, data_dim: int, hidden: int | None):
         super().__init__()
@@ -100,7 +100,15 @@ def relaxed_surrogate(model, x: torch.Tensor, k: int, objective: str, control: R
     ).mean()
 
 
-def _fit_relaxed(model, x, k, objective, control: RelaxedControl, fit_steps: int, fit_lr: float) -> FittedControl:
+def _control(model, x: torch.Tensor, temperature: float, eta: float, hidden: int | None) -> RelaxedControl:
+    latent_dim = _logits(model, x).shape[-1]
+    return RelaxedControl(temperature, eta, latent_dim, x.shape[-1], hidden).to(device=x.device, dtype=x.dtype)
+
+
+def fit_relaxed(model, x, k, objective, temperature, eta, fit_steps, fit_lr, hidden=None, **_) -> FittedControl:
+    """REBAR's η and λ (and RELAX's surrogate network, given ``hidden``) by minimizing the φ-gradient
+    variance: Adam on the summed squares of the φ-gradient estimate, whose mean the control cannot move."""
+    control = _control(model, x, temperature, eta, hidden)
     phi = list(inference_parameters(model))
 
     def gradient_energy() -> torch.Tensor:
@@ -112,25 +120,17 @@ def _fit_relaxed(model, x, k, objective, control: RelaxedControl, fit_steps: int
     return fitted
 
 
-def _control(model, x: torch.Tensor, temperature: float, eta: float, hidden: int | None) -> RelaxedControl:
-    latent_dim = _logits(model, x).shape[-1]
-    return RelaxedControl(temperature, eta, latent_dim, x.shape[-1], hidden).to(device=x.device, dtype=x.dtype)
+#: What REBAR and RELAX register with: Bernoulli latents, both objectives, the one fit.
+REGISTRATION = {
+    "kind": "gradient",
+    "needs": ("binary_latent", "encoder"),
+    "properties": ("unbiased",),
+    "objectives": ("elbo", "iwae"),
+    "fit": fit_relaxed,
+}
 
 
-def fit_rebar(model, x, k, objective, temperature, eta, fit_steps, fit_lr, **_):
-    """REBAR's η and λ by minimizing the φ-gradient variance."""
-    return _fit_relaxed(model, x, k, objective, _control(model, x, temperature, eta, None), fit_steps, fit_lr)
-
-
-def fit_relax(model, x, k, objective, temperature, eta, hidden, fit_steps, fit_lr, **_):
-    """RELAX's η, λ and surrogate network by minimizing the φ-gradient variance."""
-    return _fit_relaxed(model, x, k, objective, _control(model, x, temperature, eta, hidden), fit_steps, fit_lr)
-
-
-NEEDS = ("binary_latent", "encoder")
-
-
-@estimator("rebar", kind="gradient", needs=NEEDS, properties=("unbiased",), objectives=("elbo", "iwae"), fit=fit_rebar)
+@estimator("rebar", **REGISTRATION)
 def rebar(
     model,
     x: torch.Tensor,
@@ -147,7 +147,7 @@ def rebar(
     return relaxed_surrogate(model, x, k, objective, module)
 
 
-@estimator("relax", kind="gradient", needs=NEEDS, properties=("unbiased",), objectives=("elbo", "iwae"), fit=fit_relax)
+@estimator("relax", **REGISTRATION)
 def relax(
     model,
     x: torch.Tensor,
