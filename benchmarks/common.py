@@ -96,16 +96,33 @@ def decoder_flop(model: VAE) -> int:
     return 2 * sum(m.in_features * m.out_features for m in model.decoder if hasattr(m, "in_features"))
 
 
+def sgemm_rates(seconds: float = 1.0) -> dict[str, float]:
+    """The best single-precision GEMM rate (FLOP/s) of each matmul library torch can call here, with
+    torch's current threads, over shapes like the decoder's chunks and a square one: "aten" is
+    ``torch.mm`` (MKL on x86 wheels, which on AMD CPUs runs at about half the rate of oneDNN), "onednn"
+    the kernel lvbench's inference path uses (``lvbench.models.fused_mlp``), where available."""
+    from lvbench.models.fused_mlp import onednn_enabled
+
+    gemms = {"aten": lambda a, b, bt: torch.mm(a, b)}
+    if onednn_enabled():
+        gemms["onednn"] = lambda a, b, bt: torch.ops.mkldnn._linear_pointwise(a, bt, None, "none", [], "")
+    rates = {}
+    with torch.inference_mode():
+        for name, gemm in gemms.items():
+            best = 0.0
+            for m, k, n in ((2000, 200, 784), (2000, 200, 200), (1024, 1024, 1024)):
+                a, b = torch.randn(m, k), torch.randn(k, n)
+                bt = b.T.contiguous()
+                gemm(a, b, bt)
+                reps, start = 0, time.perf_counter()
+                while time.perf_counter() - start < seconds / (3 * len(gemms)):
+                    gemm(a, b, bt)
+                    reps += 1
+                best = max(best, 2 * m * k * n * reps / (time.perf_counter() - start))
+            rates[name] = best
+    return rates
+
+
 def sgemm_rate(seconds: float = 1.0) -> float:
-    """The best single-precision GEMM rate (FLOP/s) of this machine with torch's current threads, over
-    shapes like the decoder's chunks and a square one."""
-    best = 0.0
-    for m, k, n in ((2000, 200, 784), (2000, 200, 200), (1024, 1024, 1024)):
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        torch.mm(a, b)
-        reps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 3:
-            torch.mm(a, b)
-            reps += 1
-        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - start))
-    return best
+    """The machine's best single-precision GEMM rate (FLOP/s): the fastest library in ``sgemm_rates``."""
+    return max(sgemm_rates(seconds).values())

@@ -185,12 +185,12 @@ def test_chunk_budget_is_cache_sized_on_cpu_and_a_sixteenth_of_a_gpu_capped_at_2
 
     from lvbench.estimators import streaming
 
-    assert streaming.memory_budget("cpu") == 32 * 2**20
+    assert streaming.memory_budget("cpu") == 64 * 2**20
     for total, expected in [(8 * 2**30, 2**29), (141 * 10**9, 2 * 2**30)]:
         monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _, t=total: SimpleNamespace(total_memory=t))
         assert streaming.memory_budget("cuda:0") == expected
     model = LinearGaussian.random(10, 3, seed=0)
     x, _ = model.sample(100)  # 100 points x 6 x 13 floats x 8 bytes = 62,400 bytes per sample
-    assert streaming.chunk_size_for(model, x, 10**6) == 32 * 2**20 // 62_400
+    assert streaming.chunk_size_for(model, x, 10**6) == 64 * 2**20 // 62_400
     assert streaming.chunk_size_for(model, x, 10**6, budget_bytes=1) == 1
     assert streaming.chunk_size_for(model, x, 5) == 5

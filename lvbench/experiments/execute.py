@@ -37,6 +37,7 @@ from lvbench.experiments.store import ResultStore, atomic_write_json
 from lvbench.gradient_analysis import analyze_gradients, draw_gradients
 from lvbench.measure import PeakMemory, sync
 from lvbench.metrics import effective_sample_size, pareto_khat
+from lvbench.models.fused_mlp import cpu_matmul_backend
 from lvbench.registry import get_estimator
 
 __all__ = ["EXECUTORS", "machine_info", "run_cell", "run_cell_guarded", "run_experiment"]
@@ -313,6 +314,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "cpu_matmul": cpu_matmul_backend(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info

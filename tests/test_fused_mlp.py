@@ -1,0 +1,141 @@
+"""The inference route of the VAE's decoder (``lvbench.models.fused_mlp`` and the Bernoulli
+log-likelihood without autograd) against numpy float64 references written here, on every device and with
+oneDNN on and off. Tolerances follow float32 rounding: a unit roundoff u = 2^-24 per operation, times the
+magnitudes summed (stated at each check)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import expit, log_expit
+from torch import nn
+
+from lvbench.models import VAE
+from lvbench.models.base import mlp
+from lvbench.models.fused_mlp import cpu_matmul_backend, inference_forward, onednn_enabled
+from lvbench.models.vae import bernoulli_log_likelihood
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+U32 = 2.0**-24
+NUMPY_ACTIVATIONS = {
+    "tanh": np.tanh,
+    "relu": lambda a: np.maximum(a, 0.0),
+    "elu": lambda a: np.where(a > 0, a, np.expm1(np.minimum(a, 0.0))),
+    "softplus": lambda a: np.logaddexp(a, 0.0),
+    "gelu": lambda a: a * 0.5 * (1 + np.vectorize(math.erf)(a / math.sqrt(2))),
+    "sigmoid": expit,
+    "silu": lambda a: a * expit(a),
+}
+
+
+def numpy_mlp(net: nn.Sequential, h: np.ndarray, activation: str) -> np.ndarray:
+    layers = [m for m in net if isinstance(m, nn.Linear)]
+    for i, layer in enumerate(layers):
+        h = h @ layer.weight.detach().cpu().double().numpy().T + layer.bias.detach().cpu().double().numpy()
+        if i < len(layers) - 1:
+            h = NUMPY_ACTIVATIONS[activation](h)
+    return h
+
+
+def onednn_states() -> list:
+    return [False, pytest.param(True, marks=pytest.mark.skipif(not onednn_enabled(), reason="no oneDNN here"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("use_onednn", onednn_states())
+@pytest.mark.parametrize("activation", sorted(NUMPY_ACTIVATIONS))
+def test_inference_forward_is_the_mlp_in_float64_up_to_float32_rounding(device, use_onednn, activation):
+    torch.manual_seed(0)
+    act = {"sigmoid": nn.Sigmoid, "silu": nn.SiLU}.get(activation, activation)
+    net = mlp([30, 64, 64, 50], act).to(device)
+    z = 2 * torch.randn(7, 5, 30, device=device)
+    with torch.backends.mkldnn.flags(enabled=use_onednn), torch.inference_mode():
+        out = inference_forward(net, z)
+    assert out.shape == (7, 5, 50) and out.dtype == torch.float32 and out.device == z.device
+    reference = numpy_mlp(net, z.cpu().double().numpy(), activation)
+    # each output sums 64 products of O(1) terms per layer: a few hundred roundings of size u at most
+    np.testing.assert_allclose(out.cpu().double().numpy(), reference, rtol=0, atol=500 * U32 * np.abs(reference).max())
+
+
+def test_onednn_route_is_taken_where_available_and_never_under_autograd(monkeypatch):
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise if hasattr(torch.ops, "mkldnn") else None
+
+    def counting(*args):
+        calls.append(args[3])
+        return real(*args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", counting, raising=False)
+    net = mlp([4, 8, 3], "tanh")
+    z = torch.randn(5, 4)
+    with torch.inference_mode():
+        inference_forward(net, z)
+    assert calls == (["tanh", "none"] if onednn_enabled() else [])
+    assert cpu_matmul_backend() == ("onednn" if onednn_enabled() else "aten")
+    calls.clear()
+    with torch.backends.mkldnn.flags(enabled=False), torch.inference_mode():
+        inference_forward(net, z)
+        assert cpu_matmul_backend() == "aten"
+    z.requires_grad_(True)
+    out = inference_forward(net, z)  # autograd on: the modules' own forward, differentiable
+    out.sum().backward()
+    assert calls == [] and z.grad is not None
+    with torch.inference_mode():
+        inference_forward(net.double(), z.detach().double())  # float64: eager
+    assert calls == []
+
+
+def numpy_bernoulli(logits: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Σ_d x log σ(l) + (1 - x) log σ(-l), with scipy's log_expit (no cancellation at any l)."""
+    return (x * log_expit(logits) + (1 - x) * log_expit(-logits)).sum(-1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dim", [784, 301, 13, 1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bernoulli_log_likelihood_matches_scipy_at_every_logit_scale(device, dim, dtype):
+    """Logits from 10^-3 to 10^3 in size, both signs, with both pixel values: products of σ(|l|) in blocks
+    must neither underflow (σ(|l|) ≥ ½) nor lose the large-|l| terms."""
+    gen = torch.Generator().manual_seed(dim)
+    n, hidden = 6, 9
+    x = torch.randint(0, 2, (n, dim), generator=gen).to(dtype)
+    w = torch.randn(dim, hidden, generator=gen, dtype=dtype)
+    b = torch.randn(dim, generator=gen, dtype=dtype)
+    scale = 10.0 ** torch.linspace(-3, 3, 4, dtype=dtype)  # one scale per sample
+    h = torch.randn(4, n, hidden, generator=gen, dtype=dtype) * scale[:, None, None]
+    logits = h @ w.T + b
+    expected = numpy_bernoulli(logits.double().numpy(), x.double().numpy())
+    x, w, b, h, logits = (t.to(device) for t in (x, w, b, h, logits))
+    with torch.inference_mode():
+        got = bernoulli_log_likelihood(h, logits.clone(), (x - 0.5) @ w, (x - 0.5) @ b)
+    assert got.shape == (4, n) and got.dtype == dtype
+    u = U32 if dtype == torch.float32 else 2.0**-53
+    # every term carries a few roundings of its own size: the |l_d|, and the products h_j W_dj and b_d that
+    # (x - ½)·l is rebuilt from
+    products = (h.abs() @ w.abs().T).sum(-1) + b.abs().sum()
+    magnitude = (logits.abs().sum(-1) + products).double().cpu().numpy()
+    np.testing.assert_array_less(np.abs(got.double().cpu().numpy() - expected), 20 * u * (magnitude + dim))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_vae_log_joint_is_the_same_with_and_without_autograd(device):
+    """The inference route (oneDNN where available, block products) against the autograd route and a
+    numpy float64 log joint, on a VAE whose last layer is scaled up so that logits pass 50 (where σ(l) rounds to 1)."""
+    torch.manual_seed(1)
+    model = VAE(784, 50, (200, 200)).to(device)
+    with torch.no_grad():
+        model.decoder[-1].weight.mul_(200.0)
+    x, _ = model.sample(20)
+    z = torch.randn(11, 20, 50, device=device)
+    with torch.inference_mode():
+        fast = model.conditioned_log_joint(x)(z)
+    autograd = model.conditioned_log_joint(x)(z.clone().requires_grad_(True))
+    logits = numpy_mlp(model.decoder, z.cpu().double().numpy(), "tanh")
+    z64 = z.cpu().double().numpy()
+    reference = numpy_bernoulli(logits, x.cpu().double().numpy()) - 0.5 * (z64**2).sum(-1) - 25 * math.log(2 * math.pi)
+    assert np.abs(logits).max() > 50
+    tolerance = 2000 * U32 * np.abs(logits).sum(-1)  # per pixel: the decoder's own float32 rounding, ~10^3 u
+    np.testing.assert_array_less(np.abs(fast.cpu().double().numpy() - reference), tolerance)
+    np.testing.assert_array_less(np.abs(autograd.detach().cpu().double().numpy() - reference), tolerance)
+    autograd.sum().backward()  # still differentiable
