@@ -13,10 +13,12 @@ from torch import nn
 
 from lvbench.models import VAE
 from lvbench.models.base import mlp
-from lvbench.models.fused_mlp import cpu_matmul_backend, inference_forward, onednn_enabled
+from lvbench.models.fused_mlp import cpu_matmul_backend, mlp_forward, onednn_enabled
 from lvbench.models.vae import bernoulli_log_likelihood
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+#: torch.backends.mkldnn.flags(...) also sets oneDNN TF32 for Intel GPUs and warns that there are none
+pytestmark = pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
 U32 = 2.0**-24
 NUMPY_ACTIVATIONS = {
     "tanh": np.tanh,
@@ -45,20 +47,20 @@ def onednn_states() -> list:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("use_onednn", onednn_states())
 @pytest.mark.parametrize("activation", sorted(NUMPY_ACTIVATIONS))
-def test_inference_forward_is_the_mlp_in_float64_up_to_float32_rounding(device, use_onednn, activation):
+def test_mlp_forward_is_the_mlp_in_float64_up_to_float32_rounding(device, use_onednn, activation):
     torch.manual_seed(0)
     act = {"sigmoid": nn.Sigmoid, "silu": nn.SiLU}.get(activation, activation)
     net = mlp([30, 64, 64, 50], act).to(device)
     z = 2 * torch.randn(7, 5, 30, device=device)
     with torch.backends.mkldnn.flags(enabled=use_onednn), torch.inference_mode():
-        out = inference_forward(net, z)
+        out = mlp_forward(net, z)
     assert out.shape == (7, 5, 50) and out.dtype == torch.float32 and out.device == z.device
     reference = numpy_mlp(net, z.cpu().double().numpy(), activation)
     # each output sums 64 products of O(1) terms per layer: a few hundred roundings of size u at most
     np.testing.assert_allclose(out.cpu().double().numpy(), reference, rtol=0, atol=500 * U32 * np.abs(reference).max())
 
 
-def test_onednn_route_is_taken_where_available_and_never_under_autograd(monkeypatch):
+def test_onednn_route_is_taken_where_available_and_never_inside_torch_func(monkeypatch):
     calls = []
     real = torch.ops.mkldnn._linear_pointwise if hasattr(torch.ops, "mkldnn") else None
 
@@ -70,19 +72,22 @@ def test_onednn_route_is_taken_where_available_and_never_under_autograd(monkeypa
     net = mlp([4, 8, 3], "tanh")
     z = torch.randn(5, 4)
     with torch.inference_mode():
-        inference_forward(net, z)
+        mlp_forward(net, z)
     assert calls == (["tanh", "none"] if onednn_enabled() else [])
     assert cpu_matmul_backend() == ("onednn" if onednn_enabled() else "aten")
     calls.clear()
     with torch.backends.mkldnn.flags(enabled=False), torch.inference_mode():
-        inference_forward(net, z)
+        mlp_forward(net, z)
         assert cpu_matmul_backend() == "aten"
+    assert calls == []
     z.requires_grad_(True)
-    out = inference_forward(net, z)  # autograd on: the modules' own forward, differentiable
-    out.sum().backward()
-    assert calls == [] and z.grad is not None
+    mlp_forward(net, z).sum().backward()  # autograd: OneDNNLinear; ∂h by oneDNN per layer (∂W by torch.mm)
+    assert z.grad is not None
+    assert calls == (["tanh", "none"] + ["none"] * 2 if onednn_enabled() else [])
+    calls.clear()
+    torch.func.grad(lambda z: mlp_forward(net, z).sum())(z.detach())  # inside torch.func: eager
     with torch.inference_mode():
-        inference_forward(net.double(), z.detach().double())  # float64: eager
+        mlp_forward(net.double(), z.detach().double())  # float64: eager
     assert calls == []
 
 
@@ -139,3 +144,60 @@ def test_vae_log_joint_is_the_same_with_and_without_autograd(device):
     np.testing.assert_array_less(np.abs(fast.cpu().double().numpy() - reference), tolerance)
     np.testing.assert_array_less(np.abs(autograd.detach().cpu().double().numpy() - reference), tolerance)
     autograd.sum().backward()  # still differentiable
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("use_onednn", onednn_states())
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "silu", "elu"])
+def test_mlp_forward_gradients_match_float64_autograd(device, use_onednn, activation):
+    """∂/∂(h, W, b) of Σ c·MLP(h) (c fixed random weights): the oneDNN backward of ``OneDNNLinear`` (or
+    the eager one) in float32 against eager autograd in float64, to float32 rounding."""
+    torch.manual_seed(2)
+    act = {"sigmoid": nn.Sigmoid, "silu": nn.SiLU}.get(activation, activation)
+    net = mlp([30, 64, 64, 50], act).to(device)
+    h = (2 * torch.randn(7, 5, 30, device=device)).requires_grad_(True)
+    weights = torch.randn(7, 5, 50, device=device)
+    with torch.backends.mkldnn.flags(enabled=use_onednn):
+        (mlp_forward(net, h) * weights).sum().backward()
+    net64 = mlp([30, 64, 64, 50], act).double().to(device)
+    net64.load_state_dict({k: v.double() for k, v in net.state_dict().items()})
+    h64 = h.detach().double().requires_grad_(True)
+    (net64(h64) * weights.double()).sum().backward()
+    pairs = [(h.grad, h64.grad)] + [(p.grad, q.grad) for p, q in zip(net.parameters(), net64.parameters())]
+    for got, expected in pairs:
+        assert got is not None and got.dtype == torch.float32
+        scale = expected.abs().max().item() + 1.0
+        # each gradient entry sums at most a few hundred products through three layers: ~10^3 roundings
+        np.testing.assert_allclose(got.cpu().double().numpy(), expected.cpu().numpy(), rtol=0, atol=2000 * U32 * scale)
+
+
+def test_onednn_backward_is_first_order_only():
+    if not onednn_enabled():
+        pytest.skip("no oneDNN here")
+    net = mlp([4, 8, 3], "tanh")
+    z = torch.randn(5, 4, requires_grad=True)
+    (g,) = torch.autograd.grad(mlp_forward(net, z).sum(), z, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|double backward|does not require grad"):
+        torch.autograd.grad(g.sum(), z)
+
+
+def test_softplus_sum_and_its_gradient_match_scipy_at_every_logit_scale():
+    """``SoftplusSum`` (used where autograd records) against Σ log(1 + e^l) and its gradient σ(l) from
+    scipy in float64, logits from 10^-3 to 10^3 in size; and it refuses a second derivative."""
+    from scipy.special import logsumexp
+
+    from lvbench.models.vae import softplus_sum
+
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(4, 3, 301, generator=gen) * (10.0 ** torch.linspace(-3, 3, 4))[:, None, None]
+    logits.requires_grad_(True)
+    value = softplus_sum(logits)
+    (value * torch.arange(1.0, 4.0)).sum().backward()
+    l64 = logits.detach().double().numpy()
+    expected = logsumexp(np.stack([np.zeros_like(l64), l64]), axis=0).sum(-1)
+    magnitude = np.abs(l64).sum(-1) + 301
+    np.testing.assert_array_less(np.abs(value.detach().double().numpy() - expected), 20 * U32 * magnitude)
+    np.testing.assert_allclose(logits.grad.numpy(), expit(l64) * np.arange(1.0, 4.0)[:, None], rtol=4 * U32, atol=1e-30)
+    (g,) = torch.autograd.grad(softplus_sum(logits).sum(), logits, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(g.sum(), logits)

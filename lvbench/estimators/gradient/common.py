@@ -68,7 +68,9 @@ def detached_log_joint(model, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return functional_call(_LogJoint(model), params, (x, z))
 
 
-def scale_gradient(z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The value of z, with the gradient reaching z's inputs multiplied by ``scale`` (broadcast [k, N])."""
-    scale = scale.detach().reshape(*scale.shape, *([1] * (z.dim() - scale.dim())))
-    return z.detach() + (z - z.detach()) * scale
+def scale_gradient(z: torch.Tensor, scale: torch.Tensor) -> None:
+    """Multiply the gradient that reaches z (and through it z's inputs) by ``scale`` (broadcast [k, N]),
+    leaving z's value and every other path untouched: a hook, so ``scale`` may come from z's own use."""
+    if z.requires_grad:
+        scale = scale.detach().reshape(*scale.shape, *([1] * (z.dim() - scale.dim())))
+        z.register_hook(lambda grad: grad * scale)

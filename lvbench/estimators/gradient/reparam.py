@@ -38,11 +38,10 @@ def stl(model, x: torch.Tensor, k: int, objective: str = "elbo") -> torch.Tensor
 
 @estimator("dreg", kind="gradient", needs=NEEDS, properties=("unbiased",), objectives=("iwae",))
 def dreg(model, x: torch.Tensor, k: int, objective: str = "iwae") -> torch.Tensor:
-    """Surrogate: mean_x Σ_i w̃_i lw_i(z'), with lw's φ-path through z' scaled by w̃_i (so weighted w̃_i²)."""
-    q = model.encoder(x)
-    z = q.rsample((k,))
-    with torch.no_grad():
-        w = normalized_weights(model.log_joint(x, z) - q.log_prob(z))
-    z_scaled = scale_gradient(z, w)  # same value; ∂/∂φ carries an extra factor w̃_i
-    lw_scaled = model.log_joint(x, z_scaled) - detached_encoder(model, x).log_prob(z_scaled)
-    return (w * lw_scaled).sum(0).mean()
+    """Surrogate: mean_x Σ_i w̃_i lw_i, log q's φ stopped, with the gradient reaching z_i (lw's φ-path)
+    scaled by w̃_i (so weighted w̃_i²); one pass through the model."""
+    z = model.encoder(x).rsample((k,))
+    lw = model.log_joint(x, z) - detached_encoder(model, x).log_prob(z)
+    w = normalized_weights(lw)
+    scale_gradient(z, w)
+    return (w * lw).sum(0).mean()
