@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["OneDNNLinear", "cpu_matmul_backend", "mlp_forward", "onednn_enabled"]
+__all__ = ["OneDNNLinear", "cpu_matmul_backend", "linear_magnitude", "mlp_forward", "onednn_enabled"]
 
 #: Activation modules oneDNN applies in the matmul's epilogue: module type -> (attr, algorithm).
 ONEDNN_EPILOGUES: dict[type[nn.Module], str] = {
@@ -68,8 +68,10 @@ def _use_onednn(h: torch.Tensor, layer: nn.Linear) -> bool:
     )
 
 
-def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, attr: str) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(h, weight, bias, attr, [], "")
+def _linear(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, attr: str, scalars: Sequence[float] = ()
+) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(h, weight, bias, attr, list(scalars), "")
 
 
 class OneDNNLinear(torch.autograd.Function):
@@ -127,3 +129,11 @@ def mlp_forward(modules: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
             h = module(h)
             i += 1
     return h
+
+
+def linear_magnitude(layer: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """|h Wᵀ + b| without autograd, a fresh tensor: on oneDNN the epilogue is a leaky ReLU of slope -1
+    (exactly |·|: oneDNN fuses no plain abs), else ``abs_`` after the layer."""
+    if _use_onednn(h, layer) and not torch.is_grad_enabled():
+        return _linear(h.contiguous(), layer.weight, layer.bias, "leaky_relu", [-1.0])
+    return layer(h).abs_()

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from lvbench.errors import LvbenchInputError
 from lvbench.models.base import ACTIVATIONS, LatentVariableModel, mlp
 from lvbench.models.encoders import GaussianMLPEncoder, diagonal_normal
-from lvbench.models.fused_mlp import mlp_forward
+from lvbench.models.fused_mlp import linear_magnitude, mlp_forward
 from lvbench.registry import register_model
 
 __all__ = ["VAE", "bernoulli_log_likelihood", "load_vae", "vae"]
@@ -96,10 +96,10 @@ class VAE(LatentVariableModel):
         def log_joint(z: torch.Tensor) -> torch.Tensor:
             log_prior = -0.5 * z.square().sum(-1) - prior_const  # log N(z; 0, I)
             h = mlp_forward(body, z)
-            logits = mlp_forward([last], h)
             if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+                logits = mlp_forward([last], h)
                 return log_prior + (h * x_weight).sum(-1) + x_bias - softplus_sum(logits)
-            return log_prior + bernoulli_log_likelihood(h, logits, centred_weight, centred_bias)
+            return log_prior + bernoulli_log_likelihood(h, linear_magnitude(last, h), centred_weight, centred_bias)
 
         return log_joint
 
@@ -126,9 +126,10 @@ class VAE(LatentVariableModel):
 
 
 def bernoulli_log_likelihood(
-    h: torch.Tensor, logits: torch.Tensor, centred_weight: torch.Tensor, centred_bias: torch.Tensor
+    h: torch.Tensor, abs_logits: torch.Tensor, centred_weight: torch.Tensor, centred_bias: torch.Tensor
 ) -> torch.Tensor:
-    """Σ_d log Bernoulli(x_d; σ(l_d)) for logits l = h Wᵀ + b, without autograd, overwriting ``logits``.
+    """Σ_d log Bernoulli(x_d; σ(l_d)) for logits l = h Wᵀ + b, from h and |l|, without autograd,
+    overwriting ``abs_logits``.
 
     x_d l_d - softplus(l_d) = (x_d - ½) l_d - ½|l_d| + log σ(|l_d|), and Σ_d (x_d - ½) l_d = h·((x - ½)W)
     + (x - ½)·b from ``centred_weight`` [N, H] and ``centred_bias`` [N]. Every σ(|l|) lies in [½, 1], so a
@@ -136,8 +137,8 @@ def bernoulli_log_likelihood(
     B ≤ -log2(smallest normal) pixels (112 for D = 784 in float32), which cannot underflow and replaces a
     log per pixel by one per block (relative rounding of a product ≤ B·u, u the unit roundoff).
     """
-    half_l1 = 0.5 * logits.abs_().sum(-1)
-    log_sigmoid_abs = _sum_log_in_blocks(logits.sigmoid_())
+    half_l1 = 0.5 * abs_logits.sum(-1)
+    log_sigmoid_abs = _sum_log_in_blocks(abs_logits.sigmoid_())
     return (h * centred_weight).sum(-1) + centred_bias - half_l1 + log_sigmoid_abs
 
 
