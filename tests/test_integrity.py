@@ -27,9 +27,11 @@ from lvbench.experiments import (
     parse_spec,
     plan_run,
     read_manifest,
+    run_cell,
     run_experiment,
 )
 from lvbench.models import VAE
+from lvbench.models.fused_mlp import cpu_matmul_backend
 from lvbench.reports import write_report
 
 BASE = {
@@ -125,6 +127,24 @@ def test_cell_identity_covers_what_determines_the_numbers(tmp_path):
         assert {c.id for c in changed.cells} != ids, change
     same = plan_run(parse_spec(spec_dict(**{"run.cell_timeout": 30})), str(tmp_path))
     assert {c.id for c in same.cells} == ids  # a time limit cannot change a number
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
+def test_cpu_cells_name_their_matmul_library_and_refuse_to_run_under_another(tmp_path):
+    """oneDNN and torch's own matmuls round differently: the library is part of a CPU cell's id, and a
+    process whose library differs from the one the id names fails the cell instead of mixing numbers."""
+    with torch.backends.mkldnn.flags(enabled=False):
+        aten = plan_run(parse_spec(spec_dict()), str(tmp_path))
+    assert {c.matmul for c in aten.cells} == {"aten"}
+    native = plan_run(parse_spec(spec_dict()), str(tmp_path))
+    assert {c.matmul for c in native.cells} == {cpu_matmul_backend()}
+    if cpu_matmul_backend() == "onednn":
+        assert not {c.id for c in aten.cells} & {c.id for c in native.cells}
+        result = run_cell(aten.cells[0], str(tmp_path))
+        assert (
+            result["status"] == "failed"
+            and "made for CPU matmuls by aten, but this process has onednn" in (result["reason"])
+        )
 
 
 # -- 2. resume trusts only rows that read back complete ----------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 from lvbench.estimators.base import option_names
 from lvbench.experiments.identity import digest
 from lvbench.experiments.spec import Spec
+from lvbench.models.fused_mlp import cpu_matmul_backend
 from lvbench.registry import get_estimator, incompatibility
 
 __all__ = ["Cell", "expand"]
@@ -40,6 +41,9 @@ class Cell:
     threads: int
     diagnostics_max_k: int  # likelihood cells: k-hat/ESS recorded up to this k (0 for gradient studies)
     lvbench: str  # version of the code that computes the numbers
+    #: CPU cells: the library of float32 matmuls ("onednn" or "aten", ``cpu_matmul_backend``), whose
+    #: rounding differs; "" on other devices
+    matmul: str
     #: seconds the cell may run (None: no limit); not part of the identity: it cannot change a number
     timeout: float | None = field(default=None, compare=False)
 
@@ -101,6 +105,7 @@ def expand(
                             threads=run.threads,
                             diagnostics_max_k=run.diagnostics_max_k if es.kind == "likelihood" else 0,
                             lvbench=__version__,
+                            matmul=cpu_matmul_backend() if device.startswith("cpu") else "",
                             timeout=es.cell_timeout if es.cell_timeout is not None else run.cell_timeout,
                         )
                         check = {"num_samples": k, **options}

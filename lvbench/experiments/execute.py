@@ -204,6 +204,11 @@ def run_cell(cell: Cell, out_dir: str, tick: Callable[[int], None] = _no_tick) -
     try:
         with torch_threads(cell.threads):
             device = torch.device(cell.device)
+            if cell.matmul and cell.matmul != cpu_matmul_backend():
+                raise LvbenchInputError(
+                    f"this cell's id was made for CPU matmuls by {cell.matmul}, but this process has "
+                    f"{cpu_matmul_backend()} (torch.backends.mkldnn enabled or not): its numbers would differ"
+                )
             prepared = load_prepared(out_dir, cell.model_key, device, label=cell.model)
             torch.manual_seed(cell.seed)
             if cell.kind == "likelihood":

@@ -3,7 +3,7 @@
 On the CPU in float32, each ``Linear`` and the activation after it run as one oneDNN matmul that applies
 the bias and the activation in its epilogue (``torch.ops.mkldnn._linear_pointwise``: the kernel
 ``torch.compile``'s CPU backend emits for the same pattern). With autograd on, ``OneDNNLinear`` gives it
-a backward whose matmuls are oneDNN's too. On x86 torch wheels ``torch.mm`` is MKL, which on AMD CPUs
+a backward whose ∂h matmul is oneDNN's too. On x86 torch wheels ``torch.mm`` is MKL, which on AMD CPUs
 runs at about half oneDNN's rate (measured: 206 vs 463 GFLOP/s on the 2-core EPYC). Elsewhere (CUDA,
 float64, a torch built without oneDNN, inside ``torch.func`` transforms) it is the modules' own eager
 forward. Both compute the same function; only the rounding differs (tested against float64). Which one
@@ -19,9 +19,16 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["OneDNNLinear", "cpu_matmul_backend", "linear_magnitude", "mlp_forward", "onednn_enabled"]
+__all__ = [
+    "OneDNNLinear",
+    "cpu_matmul_backend",
+    "inside_torch_func",
+    "linear_magnitude",
+    "mlp_forward",
+    "onednn_enabled",
+]
 
-#: Activation modules oneDNN applies in the matmul's epilogue: module type -> (attr, algorithm).
+#: Activation modules oneDNN applies in the matmul's epilogue: module type -> oneDNN post-op name.
 ONEDNN_EPILOGUES: dict[type[nn.Module], str] = {
     nn.Tanh: "tanh",
     nn.ReLU: "relu",
@@ -42,7 +49,7 @@ def _onednn_linear_works() -> bool:
         x, w, b = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.5, -1.0], [2.0, 0.25]]), torch.tensor([0.0, 1.0])
         try:
             return bool(torch.equal(op(x, w, b, "none", [], ""), torch.tensor([[-1.5, 3.5]])))
-        except RuntimeError:
+        except (RuntimeError, NotImplementedError):
             return False
 
 
@@ -57,13 +64,19 @@ def cpu_matmul_backend() -> str:
     return "onednn" if onednn_enabled() else "aten"
 
 
+def inside_torch_func() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad) is running: custom autograd Functions and oneDNN's
+    ops have no batching rules, so every fast route here steps aside."""
+    return torch._C._are_functorch_transforms_active()
+
+
 def _use_onednn(h: torch.Tensor, layer: nn.Linear) -> bool:
     return (
         h.device.type == "cpu"
         and h.dtype == torch.float32
         and layer.weight.dtype == torch.float32
         and layer.weight.device.type == "cpu"
-        and not torch._C._are_functorch_transforms_active()
+        and not inside_torch_func()
         and onednn_enabled()
     )
 
