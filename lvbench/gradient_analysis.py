@@ -82,6 +82,18 @@ def _layout(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], dict[str,
     return named, slices, groups
 
 
+#: Bytes of intermediates one vmap batch of gradient draws may use on the CPU. Half the likelihood chunks'
+#: budget: the loop's backward passes run on oneDNN (``OneDNNLinear``), vmap's on torch.mm, so a batch must
+#: hold several draws to pay (measured on the IWAE-paper VAE, 2-core EPYC: 2 draws of k = 10 per batch ran
+#: 0.77-0.86x the loop's speed; this budget gives 1 there, and the loop).
+CPU_DRAW_BUDGET = 32 * 2**20
+
+
+def draw_budget(device: torch.device | str) -> int:
+    """Bytes one vmap batch of gradient draws may use on ``device``."""
+    return CPU_DRAW_BUDGET if torch.device(device).type == "cpu" else memory_budget(device)
+
+
 def draw_gradients(
     model: nn.Module,
     x: torch.Tensor,
@@ -104,7 +116,7 @@ def draw_gradients(
     ``batch`` defaults to as many draws as fit the device's memory budget, like a likelihood chunk, so
     that large N·k cannot exhaust memory (64 draws of the IWAE-paper VAE at N = 100, k = 1000 hold
     ~10¹¹ bytes of activations; at k = 1 and 10 the budget's choice ran within 15% of the best fixed
-    batch on the 2-core CPU). ``seconds_per_gradient`` is the total time over R. Uses the current
+    batch on the 2-core CPU; see ``draw_budget``). ``seconds_per_gradient`` is the total time over R. Uses the current
     torch RNG state: seed it for reproducible draws.
     """
     if vectorize not in (True, False, "auto"):
@@ -123,7 +135,7 @@ def draw_gradients(
     fn(model, x, num_samples=num_samples, **opts)  # validates the pairing and warms up
     device = x.device
     if batch is None:  # a draw holds k samples' intermediates, like k samples of a likelihood chunk
-        batch = items_within_budget(num_samples * bytes_per_sample(model, x), repeats, memory_budget(device))
+        batch = items_within_budget(num_samples * bytes_per_sample(model, x), repeats, draw_budget(device))
     batch = check_num_samples(batch, "batch")
     named, slices, groups = _layout(model)
     wrapper = _Surrogate(model, fn, x, num_samples, opts)
