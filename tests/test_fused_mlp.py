@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.special import expit, log_expit
+from scipy.special import expit, log_expit, logsumexp
 from torch import nn
 
 from lvbench.models import VAE
 from lvbench.models.base import mlp
 from lvbench.models.fused_mlp import cpu_matmul_backend, mlp_forward, onednn_enabled
-from lvbench.models.vae import bernoulli_log_likelihood
+from lvbench.models.vae import bernoulli_log_likelihood, softplus_sum
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 #: torch.backends.mkldnn.flags(...) also sets oneDNN TF32 for Intel GPUs and warns that there are none
@@ -181,23 +181,21 @@ def test_onednn_backward_is_first_order_only():
         torch.autograd.grad(g.sum(), z)
 
 
-def test_softplus_sum_and_its_gradient_match_scipy_at_every_logit_scale():
+@pytest.mark.parametrize("device", DEVICES)
+def test_softplus_sum_and_its_gradient_match_scipy_at_every_logit_scale(device):
     """``SoftplusSum`` (used where autograd records) against Σ log(1 + e^l) and its gradient σ(l) from
     scipy in float64, logits from 10^-3 to 10^3 in size; and it refuses a second derivative."""
-    from scipy.special import logsumexp
-
-    from lvbench.models.vae import softplus_sum
-
     gen = torch.Generator().manual_seed(5)
     logits = torch.randn(4, 3, 301, generator=gen) * (10.0 ** torch.linspace(-3, 3, 4))[:, None, None]
-    logits.requires_grad_(True)
+    logits = logits.to(device).requires_grad_(True)
     value = softplus_sum(logits)
-    (value * torch.arange(1.0, 4.0)).sum().backward()
-    l64 = logits.detach().double().numpy()
+    (value * torch.arange(1.0, 4.0, device=device)).sum().backward()
+    value, grad = value.detach().cpu(), logits.grad.cpu()
+    l64 = logits.detach().cpu().double().numpy()
     expected = logsumexp(np.stack([np.zeros_like(l64), l64]), axis=0).sum(-1)
     magnitude = np.abs(l64).sum(-1) + 301
-    np.testing.assert_array_less(np.abs(value.detach().double().numpy() - expected), 20 * U32 * magnitude)
-    np.testing.assert_allclose(logits.grad.numpy(), expit(l64) * np.arange(1.0, 4.0)[:, None], rtol=4 * U32, atol=1e-30)
+    np.testing.assert_array_less(np.abs(value.double().numpy() - expected), 20 * U32 * magnitude)
+    np.testing.assert_allclose(grad.numpy(), expit(l64) * np.arange(1.0, 4.0)[:, None], rtol=4 * U32, atol=1e-30)
     (g,) = torch.autograd.grad(softplus_sum(logits).sum(), logits, create_graph=True)
     with pytest.raises(RuntimeError):
         torch.autograd.grad(g.sum(), logits)
