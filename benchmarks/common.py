@@ -99,7 +99,7 @@ def decoder_flop(model: VAE) -> int:
 def sgemm_rates(seconds: float = 1.0) -> dict[str, float]:
     """The best single-precision GEMM rate (FLOP/s) of each matmul library torch can call here, with
     torch's current threads, over shapes like the decoder's chunks and a square one: "aten" is
-    ``torch.mm`` (MKL on x86 wheels, which on AMD CPUs runs at about half the rate of oneDNN), "onednn"
+    ``torch.mm`` (MKL on x86 wheels: half oneDNN's rate on the 2-core AMD EPYC, measured), "onednn"
     the kernel lvbench's inference path uses (``lvbench.models.fused_mlp``), where available."""
     from lvbench.models.fused_mlp import onednn_enabled
 

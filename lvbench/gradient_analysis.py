@@ -113,10 +113,10 @@ def draw_gradients(
     never from a stopwatch, so the same seed gives the same bits on every run (vmap and the loop draw
     different random streams). vmap wins by 10-25x on small models, where per-draw overhead dominates;
     where one draw fills the budget (large compute-bound models) the loop is as fast.
-    ``batch`` defaults to as many draws as fit the device's memory budget, like a likelihood chunk, so
-    that large N·k cannot exhaust memory (64 draws of the IWAE-paper VAE at N = 100, k = 1000 hold
+    ``batch`` defaults to as many draws as fit the device's memory budget for draws (``draw_budget``),
+    so that large N·k cannot exhaust memory (64 draws of the IWAE-paper VAE at N = 100, k = 1000 hold
     ~10¹¹ bytes of activations; at k = 1 and 10 the budget's choice ran within 15% of the best fixed
-    batch on the 2-core CPU; see ``draw_budget``). ``seconds_per_gradient`` is the total time over R. Uses the current
+    batch on the 2-core CPU). ``seconds_per_gradient`` is the total time over R. Uses the current
     torch RNG state: seed it for reproducible draws.
     """
     if vectorize not in (True, False, "auto"):

@@ -3,10 +3,10 @@
 On the CPU in float32, each ``Linear`` and the activation after it run as one oneDNN matmul that applies
 the bias and the activation in its epilogue (``torch.ops.mkldnn._linear_pointwise``: the kernel
 ``torch.compile``'s CPU backend emits for the same pattern). With autograd on, ``OneDNNLinear`` gives it
-a backward whose ∂h matmul is oneDNN's too. On x86 torch wheels ``torch.mm`` is MKL, which on AMD CPUs
-runs at about half oneDNN's rate (measured: 206 vs 463 GFLOP/s on the 2-core EPYC). Elsewhere (CUDA,
-float64, a torch built without oneDNN, inside ``torch.func`` transforms) it is the modules' own eager
-forward. Both compute the same function; only the rounding differs (tested against float64). Which one
+a backward whose ∂h matmul is oneDNN's too. On x86 torch wheels ``torch.mm`` is MKL, which on the 2-core
+AMD EPYC this project develops on runs at half oneDNN's rate (measured: 206 vs 463 GFLOP/s). Elsewhere
+(CUDA, float64, a torch built without oneDNN, inside ``torch.func`` transforms) it is the modules' own
+eager forward. Both compute the same function; only the rounding differs (tested against float64). Which one
 runs is reported by ``cpu_matmul_backend`` and recorded with every run (``machine_info``).
 """
 
