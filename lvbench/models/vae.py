@@ -7,6 +7,7 @@ Checkpoints are plain tensors and a config dict, loaded with ``weights_only=True
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pickle
@@ -90,9 +91,11 @@ class VAE(LatentVariableModel):
             return lambda z: LatentVariableModel.log_joint(self, x, z)
         body, last = self.decoder[:-1], self.decoder[-1]
         x_weight, x_bias = x @ last.weight, x @ last.bias
-        with torch.no_grad():  # for the route without autograd
-            centred_weight, centred_bias = (x - 0.5) @ last.weight, (x - 0.5) @ last.bias
         prior_const = 0.5 * self.latent_dim * math.log(2 * math.pi)
+
+        @functools.cache  # made on the first call without autograd, where alone it is used
+        def centred() -> tuple[torch.Tensor, torch.Tensor]:  # (x - ½) W and (x - ½)·b
+            return (x - 0.5) @ last.weight, (x - 0.5) @ last.bias
 
         def log_joint(z: torch.Tensor) -> torch.Tensor:
             log_prior = -0.5 * z.square().sum(-1) - prior_const  # log N(z; 0, I)
@@ -100,7 +103,7 @@ class VAE(LatentVariableModel):
             if torch.is_grad_enabled() or inside_torch_func():
                 logits = mlp_forward([last], h)
                 return log_prior + (h * x_weight).sum(-1) + x_bias - softplus_sum(logits)
-            return log_prior + bernoulli_log_likelihood(h, linear_magnitude(last, h), centred_weight, centred_bias)
+            return log_prior + bernoulli_log_likelihood(h, linear_magnitude(last, h), *centred())
 
         return log_joint
 
