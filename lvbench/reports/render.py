@@ -214,7 +214,7 @@ def _where(run: dict) -> str:
     source = run.get("source", {})
     return (
         f"Run on {machine.get('cpu', '?')} ({machine.get('cpu_count', '?')} cores), {machine.get('platform', '?')}, "
-        f"torch {machine.get('torch', '?')} (CPU matmuls without autograd: {machine.get('cpu_matmul', '?')}) with "
+        f"torch {machine.get('torch', '?')} (CPU matmuls: {machine.get('cpu_matmul', '?')}) with "
         f"{run.get('threads_per_cell', '?')} thread(s) per cell, CUDA device: "
         f"{machine.get('cuda') or 'none'}; executor {run.get('executor', '?')}, {run.get('seconds', math.nan):.0f} s "
         f"for the last invocation; lvbench {source.get('lvbench', '?')} at commit {source.get('commit') or '?'}."
