@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from lvbench.code_identity import code_identity
 from lvbench.errors import UnknownNameError, did_you_mean
 
 __all__ = [
@@ -74,6 +75,8 @@ class Entry:
     min_k: int = 1
     source: str = "lvbench"
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: the code behind it (``lvbench.code_identity``), taken when it registered: part of every cell's id
+    code: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def description(self) -> str:
@@ -94,6 +97,7 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         self._discovered = False
         self._loading: str | None = None
+        self._loading_dist: tuple[str, str] | None = None
 
     def add(self, entry: Entry) -> None:
         if entry.kind not in self.kinds:
@@ -103,6 +107,7 @@ class Registry:
             raise ValueError(f"{self.what} {entry.name!r} declares unknown capabilities/properties {sorted(unknown)}")
         if self._loading is not None:  # name the plugin, also in the refusal below
             entry = Entry(**{**entry.__dict__, "source": self._loading})
+        entry = Entry(**{**entry.__dict__, "code": code_identity(entry.obj, self._loading_dist)})
         if entry.name in self._entries:
             prior = self._entries[entry.name]
             raise ValueError(
@@ -138,6 +143,8 @@ class Registry:
         for ep in importlib.metadata.entry_points(group=self.group):
             before = set(self._entries)
             self._loading = f"plugin {ep.name!r} ({ep.value})"
+            dist = getattr(ep, "dist", None)
+            self._loading_dist = (dist.name, dist.version) if dist is not None else None
             try:
                 ep.load()
             except Exception as exc:  # a broken plugin must never break lvbench
@@ -148,7 +155,7 @@ class Registry:
                 )
                 continue
             finally:
-                self._loading = None
+                self._loading = self._loading_dist = None
             if set(self._entries) == before and ep.name not in self._entries:
                 warnings.warn(
                     f"lvbench: {self.what} plugin {ep.name!r} ({ep.value}) loaded but registered nothing; "

@@ -3,9 +3,10 @@
 A cell's identity (``Cell.id``) is a digest of everything that determines its numbers: the prepared
 model's content address (its full configuration: type, parameters, data, training, reference, run
 seed, dtype), the estimator and all its options, k, objective, device, dtype, repeats, the thread
-count, the diagnostics setting and the lvbench version. Each cell has its own seed derived from the
-run seed and the cell's place in the grid, so results do not depend on the order or the process in
-which cells run.
+count, the diagnostics setting, the lvbench version with a digest of its source, and the estimator's
+code identity (distribution, version, source digest: an edited plugin recomputes its cells). Each
+cell has its own seed derived from the run seed and the cell's place in the grid, so results do not
+depend on the order or the process in which cells run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lvbench.code_identity import lvbench_version
 from lvbench.estimators.base import option_names
 from lvbench.experiments.identity import digest
 from lvbench.experiments.spec import Spec
@@ -22,6 +24,9 @@ from lvbench.models.fused_mlp import cpu_matmul_backend
 from lvbench.registry import get_estimator, incompatibility
 
 __all__ = ["Cell", "expand"]
+
+#: Cell fields that cannot change a number (the model file's digest is checked apart, against the store)
+NOT_IDENTITY = ("timeout", "model_sha256")
 
 
 @dataclass(frozen=True)
@@ -40,12 +45,18 @@ class Cell:
     dtype: str
     threads: int
     diagnostics_max_k: int  # likelihood cells: k-hat/ESS recorded up to this k (0 for gradient studies)
-    lvbench: str  # version of the code that computes the numbers
+    lvbench: str  # version and source digest of the lvbench that computes the numbers
+    #: digest of the estimator's code identity (distribution, version, source): an edited plugin's
+    #: cells get new ids
+    code: str
     #: CPU cells: the library of float32 matmuls ("onednn" or "aten", ``cpu_matmul_backend``), whose
     #: rounding differs; "" on other devices
     matmul: str
     #: seconds the cell may run (None: no limit); not part of the identity: it cannot change a number
     timeout: float | None = field(default=None, compare=False)
+    #: SHA-256 of the prepared model's file the cell is computed from, known once it is prepared: not
+    #: part of the id (the model's content address is), but a done cell counts only for this very file
+    model_sha256: str = field(default="", compare=False)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -53,7 +64,7 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return digest({k: v for k, v in asdict(self).items() if k != "timeout"})
+        return digest({k: v for k, v in asdict(self).items() if k not in NOT_IDENTITY})
 
     def describe(self) -> str:
         obj = f" {self.objective}" if self.objective else ""
@@ -71,9 +82,8 @@ def expand(
     """(cells to run, [(cell, reason)] skipped as incompatible). ``models`` maps labels to model instances
     (read only for their capabilities: an untrained instance will do), ``model_keys`` labels to the
     content addresses of the prepared models."""
-    from lvbench import __version__
-
     run = spec.run
+    version = lvbench_version()
     cells, skipped = [], []
     for ms in spec.models:
         model = models[ms.label]
@@ -104,7 +114,8 @@ def expand(
                             dtype=run.dtype,
                             threads=run.threads,
                             diagnostics_max_k=run.diagnostics_max_k if es.kind == "likelihood" else 0,
-                            lvbench=__version__,
+                            lvbench=version,
+                            code=digest(entry.code),
                             matmul=cpu_matmul_backend() if device.startswith("cpu") else "",
                             timeout=es.cell_timeout if es.cell_timeout is not None else run.cell_timeout,
                         )
