@@ -29,7 +29,7 @@ from lvbench.registry import (
     register_model,
 )
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "FittedControl",

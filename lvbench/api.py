@@ -40,6 +40,7 @@ def load_results(out_dir: str | os.PathLike[str]) -> Results:
     """The results of the current spec in ``out_dir`` (a folder written by ``lvbench run`` or ``run``)."""
     from lvbench.errors import LvbenchInputError
     from lvbench.experiments import ResultStore, read_manifest
+    from lvbench.experiments.plan import expected_models
     from lvbench.reports.render import with_missing
     from lvbench.reports.tables import gradient_summary, likelihood_summary
 
@@ -49,14 +50,15 @@ def load_results(out_dir: str | os.PathLike[str]) -> Results:
         raise LvbenchInputError(f"{out_dir} is not an lvbench output folder (no readable manifest.json)")
     store = ResultStore(out_dir)
     ids = list(manifest["cells"])
-    rows, grad_rows = store.rows("likelihood", ids), store.rows("gradient", ids)
+    models = expected_models(out_dir, manifest)
+    rows, grad_rows = store.rows("likelihood", ids, models), store.rows("gradient", ids, models)
     return Results(
         out_dir=out_dir,
         rows=rows,
         gradient_rows=grad_rows,
         summary=likelihood_summary(rows),
         gradient_summary=gradient_summary(grad_rows),
-        statuses=with_missing(store.statuses(ids), store, manifest["cells"]),
+        statuses=with_missing(store.statuses(ids), store, manifest["cells"], models),
     )
 
 

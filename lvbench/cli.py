@@ -232,21 +232,29 @@ def _print_failures(out_dir: str) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from lvbench.reports.compare import compare, write_comparison
 
+    for folder in (args.a, args.b):
+        if not os.path.isdir(folder):
+            raise LvbenchInputError(f"{folder} is not a folder")
     result = compare(args.a, args.b, alpha=args.alpha, min_slowdown=args.min_slowdown)
     if result.empty:
         raise LvbenchInputError(f"{args.a} and {args.b} have no cells in common (matched by model, estimator, k, ...)")
     out = args.out or os.path.join(args.b, "comparison")
     paths = write_comparison(result, out, args.a, args.b)
     regressions = result[result["regression"]]
+    tested = result[~result["metric"].isin(["cell", "label collision"])]
     print(
-        f"{len(result)} tests, {int(result['significant'].sum())} significant changes (Holm, {args.alpha:g}), "
+        f"{len(tested)} tests, {int(tested['significant'].sum())} significant changes (Holm, {args.alpha:g}), "
+        f"{len(result) - len(tested)} cells without a comparable partner or result, "
         f"{len(regressions)} regressions; {paths['html']} (also .md, .csv)"
     )
     for _, r in regressions.iterrows():
         where = " × ".join(
             str(r[k]) for k in ("model", "estimator", "objective", "k", "group") if k in r and r[k] == r[k]
         )
-        print(f"  regression: {where}: {r['metric']} {r['a']:.4g} -> {r['b']:.4g} (p = {r['p_adjusted']:.2g})")
+        if r["metric"] in ("cell", "label collision"):  # no partner or no result to test
+            print(f"  regression: {where}: {r['test']}")
+        else:
+            print(f"  regression: {where}: {r['metric']} {r['a']:.4g} -> {r['b']:.4g} (p = {r['p_adjusted']:.2g})")
     return 1 if args.fail_on_regression and len(regressions) else 0
 
 
@@ -386,6 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as exc:  # disk full, a folder made read-only, ...: the machine's answer, in one line
+        where = f": {exc.filename}" if exc.filename else ""
+        kept = " (every cell finished so far is kept: fix it and rerun to resume)" if args.command == "run" else ""
+        print(f"lvbench {args.command}: error: {exc.strerror or exc}{where}{kept}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("lvbench: interrupted", file=sys.stderr)
         return 130

@@ -132,7 +132,7 @@ def draw_gradients(
         if opts.get("control") is None:
             opts["control"] = fit_control(estimator, model, x, num_samples, **opts)
         fit = opts["control"].record
-    fn(model, x, num_samples=num_samples, **opts)  # validates the pairing and warms up
+    _check_surrogate(fn(model, x, num_samples=num_samples, **opts), estimator)  # validates and warms up
     device = x.device
     if batch is None:  # a draw holds k samples' intermediates, like k samples of a likelihood chunk
         batch = items_within_budget(num_samples * bytes_per_sample(model, x), repeats, draw_budget(device))
@@ -153,6 +153,23 @@ def draw_gradients(
     seconds = (time.perf_counter() - start) / repeats
     method = "vmap" if use_vmap and vec.ok else "loop"
     return GradientDraws(values, slices, groups, seconds, method, batch, fit)
+
+
+def _check_surrogate(surrogate: object, estimator: str) -> None:
+    """A surrogate must be a finite real scalar that autograd can differentiate: a detached one would be
+    recorded as zero gradients, a plausible-looking wrong answer."""
+    if not isinstance(surrogate, torch.Tensor) or surrogate.numel() != 1:
+        got = tuple(surrogate.shape) if isinstance(surrogate, torch.Tensor) else type(surrogate).__name__
+        raise LvbenchInputError(f"gradient estimator {estimator!r} returned {got}, expected a scalar surrogate tensor")
+    if not surrogate.is_floating_point():
+        raise LvbenchInputError(
+            f"gradient estimator {estimator!r} returned a {surrogate.dtype} surrogate, expected a real float"
+        )
+    if not surrogate.requires_grad:
+        raise LvbenchInputError(
+            f"gradient estimator {estimator!r} returned a surrogate that does not depend on the model's parameters "
+            "(detached, or computed under no_grad): its gradients would read as zeros"
+        )
 
 
 class _Rows:

@@ -16,6 +16,7 @@ from lvbench.data import BinarizedImages
 from lvbench.estimators.gradient.common import batch_objective
 from lvbench.protocol import capabilities_of, inference_parameters
 from lvbench.registry import get_estimator
+from lvbench.seeding import seeded
 from lvbench.validation import LvbenchInputError, check_data, check_num_samples
 
 __all__ = ["fit_encoder", "train_vae"]
@@ -41,6 +42,8 @@ def train_vae(
     """Train ``model`` (on its current device) and return per-epoch history: epoch, objective, seconds.
 
     ``objective`` per data point is averaged over each epoch's mini-batches (a noisy running value).
+    Every random draw (data order, binarization, the estimator's samples) comes from ``seed``: the same
+    call gives bit-identical weights whatever the process's random state, which it leaves as it was.
     """
     epochs = check_num_samples(epochs, "epochs")
     k = check_num_samples(k, "k")
@@ -55,27 +58,28 @@ def train_vae(
     opt = torch.optim.Adam(params, lr=lr)
     history = []
     bar = tqdm(range(epochs), desc=f"train {objective}-{k}", disable=not progress, leave=False)
-    for epoch in bar:
-        start = time.perf_counter()
-        x_all = _epoch_data(data, generator).to(device=device, dtype=dtype)
-        check_data(x_all, model, getattr(model, "data_dim", None))
-        order = torch.randperm(x_all.shape[0], generator=generator).to(device)
-        total, count = 0.0, 0
-        for i in range(0, x_all.shape[0], batch_size):
-            x = x_all[order[i : i + batch_size]]
-            opt.zero_grad(set_to_none=True)
-            surrogate = grad_est(model, x, num_samples=k, objective=objective)
-            (-surrogate).backward()
-            opt.step()
-            if estimator in SURROGATE_IS_OBJECTIVE:
-                value = float(surrogate.detach())
-            else:
-                with torch.no_grad():
-                    value = float(_objective_value(model, x, k, objective))
-            total += value * x.shape[0]
-            count += x.shape[0]
-        history.append({"epoch": epoch + 1, "objective": total / count, "seconds": time.perf_counter() - start})
-        bar.set_postfix(objective=f"{total / count:.3f}")
+    with seeded(seed):
+        for epoch in bar:
+            start = time.perf_counter()
+            x_all = _epoch_data(data, generator).to(device=device, dtype=dtype)
+            check_data(x_all, model, getattr(model, "data_dim", None))
+            order = torch.randperm(x_all.shape[0], generator=generator).to(device)
+            total, count = 0.0, 0
+            for i in range(0, x_all.shape[0], batch_size):
+                x = x_all[order[i : i + batch_size]]
+                opt.zero_grad(set_to_none=True)
+                surrogate = grad_est(model, x, num_samples=k, objective=objective)
+                (-surrogate).backward()
+                opt.step()
+                if estimator in SURROGATE_IS_OBJECTIVE:
+                    value = float(surrogate.detach())
+                else:
+                    with torch.no_grad():
+                        value = float(_objective_value(model, x, k, objective))
+                total += value * x.shape[0]
+                count += x.shape[0]
+            history.append({"epoch": epoch + 1, "objective": total / count, "seconds": time.perf_counter() - start})
+            bar.set_postfix(objective=f"{total / count:.3f}")
     return pd.DataFrame(history)
 
 
@@ -102,10 +106,8 @@ def fit_encoder(
     score function. Returns the ELBO trace."""
     estimator = "reparam" if "reparameterizable" in capabilities_of(model) else "score_function_loo"
     est = get_estimator(estimator)
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     trace = []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded(seed):
         opt = torch.optim.Adam(inference_parameters(model), lr=lr)
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)

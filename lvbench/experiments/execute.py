@@ -12,6 +12,7 @@ writes to the store, as each cell finishes; Ctrl-C stops the run with every fini
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import time
@@ -34,11 +35,13 @@ from lvbench.experiments.plan import check_output_dir, plan_run, write_manifest
 from lvbench.experiments.prepare import load_prepared, prepare_model
 from lvbench.experiments.spec import Spec
 from lvbench.experiments.store import ResultStore, atomic_write_json
+from lvbench.experiments.torch_state import guarded
 from lvbench.gradient_analysis import analyze_gradients, draw_gradients
 from lvbench.measure import PeakMemory, sync
 from lvbench.metrics import effective_sample_size, pareto_khat
 from lvbench.models.fused_mlp import cpu_matmul_backend
 from lvbench.registry import get_estimator
+from lvbench.seeding import seeded
 
 __all__ = ["EXECUTORS", "machine_info", "run_cell", "run_cell_guarded", "run_experiment"]
 
@@ -70,6 +73,8 @@ def _check_estimate(est: object, n: int) -> None:
     if not isinstance(est, torch.Tensor) or est.shape != (n,):
         got = tuple(est.shape) if isinstance(est, torch.Tensor) else type(est).__name__
         raise CellFailure(f"estimator returned {got}, expected a tensor of shape ({n},)")
+    if not est.is_floating_point():  # bool, integer or complex: no log p(x) a table can trust
+        raise CellFailure(f"estimator returned a tensor of dtype {est.dtype}, expected a real floating-point one")
     if not torch.isfinite(est).all():
         bad = int((~torch.isfinite(est)).sum())
         raise CellFailure(f"estimator returned NaN or infinite values for {bad} of {n} points")
@@ -88,7 +93,8 @@ def _likelihood_cell(cell: Cell, prepared, device: torch.device, tick: Callable[
         sync(device)
         seconds.append(time.perf_counter() - start)
         _check_estimate(est, x.shape[0])
-        estimates.append(est.detach().double().cpu().numpy())
+        # a copy: an estimator may hand back the same buffer every call (a view would see only the last)
+        estimates.append(est.detach().to("cpu", torch.float64).numpy().copy())
         tick(1)
     with PeakMemory(device) as memory:  # one more, untimed run: memory profiling slows the CPU down
         entry(model, x, num_samples=cell.k, **opts)
@@ -130,9 +136,7 @@ def _fitted_control(cell: Cell, prepared, options: dict[str, Any]) -> dict[str, 
     if get_estimator(cell.estimator_name).meta.get("fit") is None:
         return {}
     seed = int(digest(["control fit", cell.id]), 16) % 2**31
-    device = prepared.x.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed):
         control = fit_control(cell.estimator_name, prepared.model, prepared.x, cell.k, cell.objective, **options)
     return {"control": control}
 
@@ -202,19 +206,21 @@ def run_cell(cell: Cell, out_dir: str, tick: Callable[[int], None] = _no_tick) -
     "rows": DataFrame|None, "reason", "seconds", ["traceback"]}."""
     start = time.perf_counter()
     try:
-        with torch_threads(cell.threads):
+        with torch_threads(cell.threads), guarded() as changed:
             device = torch.device(cell.device)
             if cell.matmul and cell.matmul != cpu_matmul_backend():
                 raise LvbenchInputError(
                     f"this cell's id was made for CPU matmuls by {cell.matmul}, but this process has "
                     f"{cpu_matmul_backend()} (torch.backends.mkldnn enabled or not): its numbers would differ"
                 )
-            prepared = load_prepared(out_dir, cell.model_key, device, label=cell.model)
+            prepared = load_prepared(out_dir, cell.model_key, device, label=cell.model, sha256=cell.model_sha256)
             torch.manual_seed(cell.seed)
             if cell.kind == "likelihood":
                 rows = _likelihood_cell(cell, prepared, device, tick)
             else:
                 rows = _gradient_cell(cell, prepared, device)
+        if changed:  # restored already; the numbers were computed under settings the id does not name
+            raise CellFailure(f"the estimator changed torch's global settings ({'; '.join(changed)}); restored")
         return {"status": "done", "rows": rows, "reason": "", "seconds": time.perf_counter() - start}
     except KeyboardInterrupt:
         raise
@@ -264,17 +270,29 @@ def _run_dask(cells: list[Cell], out_dir: str, workers: int, scheduler: str | No
         from dask.distributed import as_completed as dask_completed
     except ImportError:
         raise LvbenchInputError("--executor dask needs dask.distributed: pip install 'lvbench[dask]'") from None
+    import dask
+
+    if not cells:
+        return
     cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
+    # a cell that kills its worker fails only itself: no retry on another worker (which it would kill too)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        if scheduler:
+            client = Client(scheduler)
+        else:
+            n = min(workers, len(cells))
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(cluster)
     try:
-        futures = client.map(run_cell_guarded, cells, out_dir=out_dir, pure=False)
+        futures = client.map(run_cell_guarded, cells, out_dir=out_dir, pure=False, retries=0)
         by_key = {f.key: c for f, c in zip(futures, cells, strict=True)}
         for fut in dask_completed(futures):
-            yield by_key[fut.key], fut.result()
+            cell = by_key[fut.key]
+            try:
+                yield cell, fut.result()
+            except Exception as exc:  # noqa: BLE001 — KilledWorker and the like: the cell's process died
+                reason = f"the Dask worker running the cell died or failed ({type(exc).__name__}: {exc})"
+                yield cell, {"status": "failed", "rows": None, "reason": reason, "seconds": math.nan}
     finally:
         client.close()
         if cluster is not None:
@@ -359,6 +377,10 @@ def _run_locked(spec, out_dir, executor, workers, scheduler, devices, progress) 
             key = prepare_model(ms, spec.run, out_dir, progress=progress)
             if key != plan.model_keys[ms.label]:  # a data or checkpoint file changed under the run
                 raise LvbenchInputError(f"the inputs of model {ms.label!r} changed while the run started; rerun")
+    # again, now that every model file exists with its digest: a cell is done only for the very file it
+    # was computed from, so a rebuilt or changed model recomputes exactly the cells made from it
+    plan = plan_run(spec, out_dir, tuple(devices) if devices else None)
+    write_manifest(out_dir, spec, plan)
     todo = plan.todo
     bar = tqdm(total=sum(progress_units(c) for c in todo), desc="cells", unit="step", disable=not progress)
     ticked: dict[str, int] = {}

@@ -9,6 +9,7 @@ and ``clean`` drops what is no longer in it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -18,11 +19,20 @@ import torch
 
 from lvbench.errors import LvbenchInputError
 from lvbench.experiments.cells import Cell, expand
-from lvbench.experiments.prepare import artifact_path, instantiate, model_key
+from lvbench.experiments.prepare import artifact_digest, artifact_path, digest_path, instantiate, model_key
 from lvbench.experiments.spec import Spec
 from lvbench.experiments.store import ResultStore, atomic_write_json
 
-__all__ = ["Plan", "check_output_dir", "clean", "plan_run", "read_manifest", "resolve_devices", "write_manifest"]
+__all__ = [
+    "Plan",
+    "check_output_dir",
+    "clean",
+    "expected_models",
+    "plan_run",
+    "read_manifest",
+    "resolve_devices",
+    "write_manifest",
+]
 
 MANIFEST = "manifest.json"
 
@@ -30,6 +40,8 @@ MANIFEST = "manifest.json"
 @dataclass
 class Plan:
     model_keys: dict[str, str]  # label -> content address of the prepared model
+    #: label -> SHA-256 of its prepared model's file as the folder holds it ("" where none is trusted yet)
+    model_digests: dict[str, str]
     todo: list[Cell]
     done: list[Cell]
     skipped: list[tuple[Cell, str]]
@@ -65,19 +77,23 @@ def plan_run(spec: Spec, out_dir: str, devices: tuple[str, ...] | None = None) -
     """The cells of ``spec`` (on ``devices``, default the spec's), sorted by what a run would do with them."""
     instances = {ms.label: instantiate(ms, spec.run) for ms in spec.models}
     keys = {ms.label: model_key(ms, spec.run) for ms in spec.models}
+    digests = {label: artifact_digest(out_dir, key, quiet=True) or "" for label, key in keys.items()}
     cells, skipped = expand(spec, instances, keys, resolve_devices(devices or spec.run.devices))
+    cells = [dataclasses.replace(c, model_sha256=digests[c.model]) for c in cells]
     no_cuda = [c for c in cells if c.device.startswith("cuda") and not torch.cuda.is_available()]
     skipped += [(c, "CUDA is not available on this machine") for c in no_cuda]
     cells = [c for c in cells if c not in no_cuda]
     store = ResultStore(out_dir)
-    done = [c for c in cells if store.is_final(c)]
+    done = [c for c in cells if c.model_sha256 and store.is_final(c)]
     todo = [c for c in cells if c not in done]
-    return Plan(keys, todo, done, skipped)
+    return Plan(keys, digests, todo, done, skipped)
 
 
 def check_output_dir(out_dir: str) -> None:
     """Create ``out_dir`` if needed, or refuse in one line: an existing file, a path under a file, or a
     folder this process cannot write."""
+    if os.path.islink(out_dir) and not os.path.exists(out_dir):
+        raise LvbenchInputError(f"--out {out_dir} is a symbolic link to {os.readlink(out_dir)}, which does not exist")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise LvbenchInputError(f"--out {out_dir} is an existing file, not a folder")
     try:
@@ -102,6 +118,7 @@ def write_manifest(out_dir: str, spec: Spec, plan: Plan) -> None:
     manifest = {
         "spec": spec.source,
         "models": plan.model_keys,
+        "model_sha256": plan.model_digests,
         "cells": {c.id: _describe(c) for c in plan.cells},
     }
     for name, payload in ((MANIFEST, manifest), ("spec.json", spec.source)):
@@ -109,8 +126,16 @@ def write_manifest(out_dir: str, spec: Spec, plan: Plan) -> None:
 
 
 def _describe(cell: Cell) -> dict[str, Any]:
-    keys = ("kind", "model", "estimator", "estimator_name", "objective", "k", "device", "dtype")
+    keys = ("kind", "model", "estimator", "estimator_name", "objective", "k", "device", "dtype", "model_sha256")
     return {key: getattr(cell, key) for key in keys}
+
+
+def expected_models(out_dir: str, manifest: dict[str, Any]) -> dict[str, str]:
+    """Cell id -> the SHA-256 of the prepared model its rows must come from: the file the folder holds now
+    for the cell's model, if it matches the digest recorded when it was prepared ("" otherwise, so that
+    no row of a vanished or changed model file is shown as if it came from the one there now)."""
+    current = {label: artifact_digest(out_dir, key, quiet=True) or "" for label, key in manifest["models"].items()}
+    return {i: current.get(d.get("model"), "") for i, d in manifest["cells"].items()}
 
 
 def read_manifest(out_dir: str) -> dict[str, Any] | None:
@@ -144,7 +169,8 @@ def clean(out_dir: str) -> dict[str, int]:
                 os.remove(os.path.join(folder, name))
     folder = os.path.join(out_dir, "models")
     for name in os.listdir(folder) if os.path.isdir(folder) else []:
-        if name.endswith(".pt") and name[: -len(".pt")] not in keep_models:
-            os.remove(artifact_path(out_dir, name[: -len(".pt")]))
-            removed["models"] += 1
+        key, ext = os.path.splitext(name)
+        if ext in (".pt", ".sha256") and key not in keep_models:
+            os.remove(artifact_path(out_dir, key) if ext == ".pt" else digest_path(out_dir, key))
+            removed["models"] += ext == ".pt"
     return removed

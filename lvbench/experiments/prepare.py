@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from lvbench.code_identity import lvbench_version
 from lvbench.data import load_dataset, sample_from_model
 from lvbench.errors import LvbenchInputError
 from lvbench.experiments.identity import digest, file_digest
@@ -30,9 +31,18 @@ from lvbench.models.checkpoint import read_checkpoint
 from lvbench.models.vae import load_state, load_weights_only
 from lvbench.protocol import capabilities_of
 from lvbench.registry import get_estimator, get_model
+from lvbench.seeding import seeded
 from lvbench.training import fit_encoder, train_vae
 
-__all__ = ["PreparedModel", "instantiate", "load_prepared", "model_config", "model_key", "prepare_model"]
+__all__ = [
+    "PreparedModel",
+    "artifact_digest",
+    "instantiate",
+    "load_prepared",
+    "model_config",
+    "model_key",
+    "prepare_model",
+]
 
 ARTIFACT_FORMAT = "lvbench.prepared/2"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -58,6 +68,40 @@ class PreparedModel:
 
 def artifact_path(out_dir: str, key: str) -> str:
     return os.path.join(out_dir, "models", f"{key}.pt")
+
+
+def digest_path(out_dir: str, key: str) -> str:
+    """The record of an artifact's SHA-256, written when it was prepared."""
+    return os.path.join(out_dir, "models", f"{key}.sha256")
+
+
+def artifact_digest(out_dir: str, key: str, quiet: bool = False) -> str | None:
+    """The SHA-256 of the prepared model ``key`` if its file exists and matches the digest recorded when
+    it was prepared, else None (with a warning naming the file, unless ``quiet``, where it exists)."""
+    path = artifact_path(out_dir, key)
+    if not os.path.isfile(path):
+        return None
+    name = os.path.relpath(path, out_dir)
+    try:
+        with open(digest_path(out_dir, key)) as fh:
+            recorded = fh.read().strip()
+    except (OSError, UnicodeDecodeError):
+        recorded = ""
+    if len(recorded) != 64:
+        quiet or _warn(f"{name} has no recorded digest; preparing it again")
+        return None
+    actual = file_digest(path)
+    if actual != recorded:
+        quiet or _warn(
+            f"{name} does not match the digest recorded when it was prepared (changed or corrupted); "
+            "preparing it again, and recomputing the cells made from it"
+        )
+        return None
+    return actual
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, StoreWarning, stacklevel=3)
 
 
 def _dataset_options(ms: ModelSpec) -> dict[str, Any]:
@@ -101,15 +145,18 @@ def _params(ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
 
 def model_config(ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
     """Everything that determines a prepared model's numbers (its weights, points and reference)."""
-    from lvbench import __version__
-
     dataset_options = dict(ms.dataset_options)
     if "path" in dataset_options:
         dataset_options["path_sha256"] = file_digest(dataset_options.pop("path"))
     trained = ms.dataset is not None and ms.checkpoint is None
+    reference = {**DEFAULT_REFERENCE, **ms.reference}
+    code = {"model": digest(get_model(ms.type).code), "reference": digest(get_estimator(reference["estimator"]).code)}
+    if trained and "estimator" in ms.train:
+        code["train_estimator"] = digest(get_estimator(ms.train["estimator"]).code)
     return {
         "format": ARTIFACT_FORMAT,
-        "lvbench": __version__,
+        "lvbench": lvbench_version(),
+        "code": code,
         "type": ms.type,
         "params": _params(ms, run),
         "points": ms.points,
@@ -118,7 +165,7 @@ def model_config(ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
         "train": {**DEFAULT_TRAIN, **ms.train} if trained else None,
         "checkpoint_sha256": file_digest(ms.checkpoint) if ms.checkpoint else None,
         "encoder_fit": {**DEFAULT_ENCODER_FIT, **ms.encoder_fit} if ms.dataset is None else None,
-        "reference": {**DEFAULT_REFERENCE, **ms.reference},
+        "reference": reference,
         "bdmc": {**DEFAULT_BDMC, **ms.bdmc} if ms.bdmc else None,
         "inference_gaps": ms.inference_gaps,
         "seed": run.seed,
@@ -146,9 +193,17 @@ def instantiate(ms: ModelSpec, run: RunSettings) -> torch.nn.Module:
     return _build(ms.type, _params(ms, run), DTYPES[run.dtype])
 
 
-def load_prepared(out_dir: str, key: str, device: str | torch.device = "cpu", label: str = "") -> PreparedModel:
-    """Rebuild a prepared model (on ``device``) from its artifact."""
+def load_prepared(
+    out_dir: str, key: str, device: str | torch.device = "cpu", label: str = "", sha256: str = ""
+) -> PreparedModel:
+    """Rebuild a prepared model (on ``device``) from its artifact; with ``sha256``, only from a file with
+    exactly that digest (the one its cells were planned for)."""
     path = artifact_path(out_dir, key)
+    if sha256 and (not os.path.isfile(path) or file_digest(path) != sha256):
+        raise LvbenchInputError(
+            f"the prepared model {os.path.relpath(path, out_dir)} changed or vanished since it was prepared "
+            f"(expected SHA-256 {sha256[:12]}...): refusing to compute from it"
+        )
     art = load_weights_only(path, what="prepared-model artifact")
     if not isinstance(art, dict) or art.get("format") != ARTIFACT_FORMAT or art.get("key") != key:
         raise LvbenchInputError(f"{path} is not the lvbench prepared-model artifact {key}")
@@ -172,8 +227,8 @@ def _reference(model, x: torch.Tensor, options: dict[str, Any], seed: int) -> tu
     """Mean and standard error over ``repeats`` runs of a strong estimator (default IWAE, k = 20,000)."""
     opts = dict(options)
     name, k, repeats = opts.pop("estimator"), int(opts.pop("k")), int(opts.pop("repeats"))
-    torch.manual_seed(seed)
-    runs = torch.stack([get_estimator(name)(model, x, num_samples=k, **opts).double() for _ in range(repeats)])
+    with seeded(seed):
+        runs = torch.stack([get_estimator(name)(model, x, num_samples=k, **opts).double() for _ in range(repeats)])
     se = runs.std(0) / math.sqrt(repeats) if repeats > 1 else torch.full_like(runs[0], math.nan)
     extra = "".join(f", {key}={value}" for key, value in sorted(opts.items()))
     return runs.mean(0), se, f"{name} (k={k}{extra}), mean of {repeats} runs"
@@ -203,7 +258,7 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
     config = model_config(ms, run)
     key = f"{ms.type}-{digest(config)}"
     path = artifact_path(out_dir, key)
-    if os.path.isfile(path):
+    if artifact_digest(out_dir, key) is not None:
         try:
             load_prepared(out_dir, key)
             return key
@@ -240,6 +295,7 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
             trace = fit_encoder(model, train_x, **fit)
             extras["encoder_fit_elbo"] = trace[-1]
             _check_finite(model, ms.label, "after fitting its encoder (lower encoder_fit.lr)")
+    weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if "exact_marginal" in capabilities_of(model):
         with torch.no_grad():
             reference = model.log_marginal(x).double()
@@ -247,11 +303,14 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
     else:
         with torch.no_grad():
             reference, reference_se, reference_name = _reference(model, x, config["reference"], run.seed)
+    _check_unchanged(model, weights, ms.label, f"the reference estimator {config['reference']['estimator']!r}")
     if ms.bdmc:
         extras["bdmc"] = _bdmc(model, config["bdmc"], run)
+        _check_unchanged(model, weights, ms.label, "BDMC")
     if ms.inference_gaps is not None:
         gaps = inference_gaps(model, x, log_marginal=reference, seed=run.seed, **ms.inference_gaps)
         extras["inference_gaps"] = {c: torch.tensor(gaps[c].to_numpy()) for c in gaps if c != "point"}
+        _check_unchanged(model, weights, ms.label, "inference_gaps")
     artifact = {
         "format": ARTIFACT_FORMAT,
         "key": key,
@@ -259,15 +318,37 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
         "type": ms.type,
         "params": params,
         "dtype": run.dtype,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": weights,
         "x": x.detach().cpu(),
         "reference": reference.detach().cpu(),
         "reference_se": reference_se.detach().cpu(),
         "reference_name": reference_name,
         "extras": extras,
     }
-    atomic_write(path, lambda tmp: torch.save(artifact, tmp))
+    recorded = {}
+
+    def save(tmp: str) -> None:
+        torch.save(artifact, tmp)
+        recorded["sha256"] = file_digest(tmp)
+
+    atomic_write(path, save)  # the artifact, then the record of its digest (the commit point)
+    atomic_write(digest_path(out_dir, key), lambda tmp: _write_text(tmp, recorded["sha256"]))
     return key
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text + "\n")
+
+
+def _check_unchanged(model: torch.nn.Module, weights: dict[str, torch.Tensor], label: str, what: str) -> None:
+    """Refuse a preparation step that changed the model it was only meant to evaluate."""
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v.detach().cpu(), weights[k])]
+    if changed:
+        raise LvbenchInputError(
+            f"model {label!r}: {what} changed the model's parameters {changed[:5]} while evaluating it; "
+            "an evaluation must leave the model as it found it"
+        )
 
 
 def _bdmc(model, options: dict[str, Any], run: RunSettings) -> dict[str, Any]:
@@ -277,8 +358,8 @@ def _bdmc(model, options: dict[str, Any], run: RunSettings) -> dict[str, Any]:
     opts = dict(options)
     n = int(opts.pop("points"))
     x, z = sample_from_model(model, n, seed=run.seed + 3)
-    torch.manual_seed(run.seed)
-    lower, upper = bdmc(model, x, z, **opts)
+    with seeded(run.seed):
+        lower, upper = bdmc(model, x, z, **opts)
     out = {"lower": lower.double().cpu(), "upper": upper.double().cpu(), "options": opts}
     if "exact_marginal" in capabilities_of(model):
         with torch.no_grad():

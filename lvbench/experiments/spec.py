@@ -236,6 +236,8 @@ def _model(label: str, raw: dict[str, Any], run: RunSettings, base_dir: str) -> 
     checkpoint = raw.get("checkpoint")
     if checkpoint is not None:
         checkpoint = os.path.join(base_dir, os.path.expanduser(checkpoint))
+        if os.path.isdir(checkpoint):
+            raise SpecError(f"{where}.checkpoint: {checkpoint} is a folder, not a checkpoint file")
         if not os.path.isfile(checkpoint):
             raise SpecError(f"{where}.checkpoint: file not found: {checkpoint}")
     train = _fixed_table(_table(raw.get("train", {}), f"{where}.train"), TRAIN_KEYS, f"{where}.train")
@@ -346,6 +348,9 @@ def _check_estimator_options(entry: Entry, options: dict[str, Any], where: str) 
 
 def parse_spec(raw: dict[str, Any], base_dir: str = ".") -> Spec:
     """Validate a spec dict (as read from TOML)."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"a spec is a table of tables, got {type(raw).__name__}")
+    _check_plain(raw)
     unknown = set(raw) - {"run", "models", "estimators", "gradients"}
     if unknown:
         raise SpecError(f"unknown top-level tables {sorted(unknown)}; expected run, models, estimators, gradients")
@@ -372,6 +377,31 @@ def parse_spec(raw: dict[str, Any], base_dir: str = ".") -> Spec:
     return spec
 
 
+#: How deep a spec's tables and arrays may nest (the default suite needs 4).
+MAX_DEPTH = 32
+PLAIN = (str, int, float, bool)
+
+
+def _check_plain(raw: dict[str, Any]) -> None:
+    """Refuse, naming the key, a value that is not a plain TOML string, number, boolean, array or table
+    (a TOML date or time cannot be a cell's option: it has no canonical form in a content address), and
+    nesting deeper than ``MAX_DEPTH`` (walked without recursion, so any depth gets this one line)."""
+    stack: list[tuple[str, Any, int]] = [(key, value, 1) for key, value in raw.items()]
+    while stack:
+        where, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{where}: the spec nests tables or arrays more than {MAX_DEPTH} deep")
+        if isinstance(value, dict):
+            stack += [(f"{where}.{key}", v, depth + 1) for key, v in value.items()]
+        elif isinstance(value, list | tuple):
+            stack += [(f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value)]
+        elif not isinstance(value, PLAIN) and value is not None:
+            raise SpecError(
+                f"{where} = {value!r}: a {type(value).__name__} is not a spec value; use a string, number, "
+                "boolean, array or table"
+            )
+
+
 def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw dict of a TOML spec file (not yet validated)."""
     path = os.fspath(path)
@@ -382,6 +412,10 @@ def read_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: its tables or arrays nest too deeply to read (at most {MAX_DEPTH})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def load_spec(path: str | os.PathLike[str]) -> Spec:
@@ -395,6 +429,8 @@ def _toml_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise SpecError(f"--set value {text[:40]}...: nests too deeply (at most {MAX_DEPTH})") from None
 
 
 def customize(

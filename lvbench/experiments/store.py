@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from lvbench.experiments.cells import Cell
 from lvbench.experiments.identity import file_digest
 
-__all__ = ["ResultStore", "StoreWarning", "atomic_write", "atomic_write_json"]
+__all__ = ["ResultStore", "StoreWarning", "atomic_write", "atomic_write_json", "atomic_write_text"]
 
 FINAL = ("done", "skipped")
 
@@ -40,6 +40,16 @@ def atomic_write(path: str, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """``text`` at ``path``, written atomically: a full disk leaves the old file or none, never a cut one."""
+
+    def dump(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+
+    atomic_write(path, dump)
 
 
 def atomic_write_json(path: str, payload: Any) -> None:
@@ -86,13 +96,20 @@ class ResultStore:
             return None
         return record
 
-    def verified(self, cell_id: str, quiet: bool = False) -> dict[str, Any] | None:
-        """The status of a finished cell whose rows read back complete and unchanged, else None (warned)."""
+    def verified(self, cell_id: str, quiet: bool = False, model_sha256: str | None = None) -> dict[str, Any] | None:
+        """The status of a finished cell whose rows read back complete and unchanged (and, with
+        ``model_sha256``, were computed from exactly that prepared-model file), else None (warned)."""
         record = self.status(cell_id, quiet)
         if record is None or record["status"] != "done":
             return record if record is not None and record["status"] == "skipped" else None
         path = self._rows_path(record["kind"], cell_id)
         name = self._relative(path)
+        if model_sha256 is not None and record.get("model_sha256") != model_sha256:
+            quiet or _warn(
+                f"{self._relative(self._status_path(cell_id))} was computed from another copy of its prepared "
+                "model (the model file was rebuilt or changed since); recomputing"
+            )
+            return None
         if not os.path.isfile(path):
             quiet or _warn(f"{name} is missing although its status says done; the cell will be recomputed")
             return None
@@ -110,14 +127,15 @@ class ResultStore:
         return record
 
     def is_final(self, cell: Cell) -> bool:
-        return self.verified(cell.id) is not None
+        return self.verified(cell.id, model_sha256=cell.model_sha256) is not None
 
-    def rows(self, kind: str, ids: list[str] | None = None) -> pd.DataFrame:
-        """Raw rows of the verified finished cells among ``ids`` (default: every cell in the folder)."""
+    def rows(self, kind: str, ids: list[str] | None = None, models: dict[str, str] | None = None) -> pd.DataFrame:
+        """Raw rows of the verified finished cells among ``ids`` (default: every cell in the folder); with
+        ``models`` (cell id -> prepared model's SHA-256), only rows computed from those very files."""
         ids = self.ids(ids)
         frames = []
         for cell_id in ids:
-            record = self.verified(cell_id)
+            record = self.verified(cell_id, model_sha256=None if models is None else models.get(cell_id, ""))
             if record is None or record["status"] != "done" or record["kind"] != kind:
                 continue
             frames.append(pd.read_parquet(self._rows_path(kind, cell_id)))

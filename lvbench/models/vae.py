@@ -202,6 +202,8 @@ def load_weights_only(path: str | os.PathLike[str], what: str = "checkpoint") ->
     """``torch.load(path, weights_only=True)`` with one-line errors: a missing or corrupt file, or one holding
     pickled objects (refused: lvbench never unpickles code, and never suggests turning that off)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise LvbenchInputError(f"{what} {path} is a folder, not a file")
     if not os.path.isfile(path):
         raise LvbenchInputError(f"{what} not found: {path}")
     try:

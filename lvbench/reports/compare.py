@@ -1,9 +1,12 @@
 """Compare two result folders cell by cell: did bias, spread, error or speed change, significantly?
 
-Cells are matched by what they are (model label, estimator label, k, device, dtype; for gradient
-studies also objective and parameter group), so two commits, two estimator versions or two seeds of one
-spec line up. Likelihood metrics are compared through their per-point values (|bias|, std and RMSE of
-each data point's estimates) with rank tests that heavy-tailed errors cannot fool: Wilcoxon's signed-rank
+Cells are matched by what they are (model label and registered type, estimator label, k, device, dtype;
+for gradient studies also objective and parameter group), so two commits, two estimator versions or two
+seeds of one spec line up, while a label that names different model types in A and B is reported as a
+collision, not compared. A cell done in A but failed, missing or absent in B is listed and counts as a
+regression: a gate that tested only matched cells would pass a run that lost half its results.
+Likelihood metrics are compared through their per-point values (|bias|, std and RMSE of each data
+point's estimates) with rank tests that heavy-tailed errors cannot fool: Wilcoxon's signed-rank
 test on the point-wise differences where both runs used the same prepared model and points (same
 content address), else the Mann-Whitney test (different data points: points are the sampling unit).
 Throughput is compared through the per-repeat timings (Mann-Whitney). Gradient norm SNR is compared
@@ -17,6 +20,7 @@ change for the worse: larger |bias|, std or RMSE, lower SNR, or lower throughput
 
 from __future__ import annotations
 
+import html
 import math
 import os
 
@@ -25,11 +29,15 @@ import pandas as pd
 from scipy import stats
 
 from lvbench.api import load_results
+from lvbench.experiments.store import atomic_write_text
+from lvbench.reports.escape import markdown, markdown_frame
 
 __all__ = ["compare", "holm", "point_metrics", "write_comparison"]
 
-LIK_KEYS = ["model", "estimator", "k", "device", "dtype"]
-GRAD_KEYS = ["model", "estimator", "objective", "k", "device", "group"]
+LIK_KEYS = ["model", "model_type", "estimator", "k", "device", "dtype"]
+GRAD_KEYS = ["model", "model_type", "estimator", "objective", "k", "device", "group"]
+#: What a cell is, for matching cells across folders and listing those without a partner or a result.
+CELL_KEYS = ["kind", "model", "model_type", "estimator", "objective", "k", "device", "dtype"]
 #: metric -> +1 where larger is worse, -1 where smaller is worse
 WORSE = {"abs_bias": 1, "std": 1, "rmse": 1, "samples_per_second": -1, "snr_norm": -1}
 
@@ -60,7 +68,7 @@ def point_metrics(rows: pd.DataFrame) -> dict[tuple, dict]:
             "abs_bias": np.abs(err.mean(0)),
             "std": est.std(0, ddof=1) if est.shape[0] > 1 else np.zeros(est.shape[1]),
             "rmse": np.sqrt((err**2).mean(0)),
-            "samples_per_second": est.shape[1] * int(key[2]) / seconds,
+            "samples_per_second": est.shape[1] * int(cell["k"].iloc[0]) / seconds,
         }
     return out
 
@@ -95,6 +103,11 @@ def compare(a_dir: str, b_dir: str, alpha: float = 0.05, min_slowdown: float = 0
     the test used, Holm-adjusted p, whether it is significant and whether it is a regression."""
     a, b = load_results(a_dir), load_results(b_dir)
     same_model = _same_models(a, b)
+    types_a, types_b = _model_types(a), _model_types(b)
+    for res, types in ((a, types_a), (b, types_b)):
+        for frame in (res.rows, res.gradient_summary, res.statuses):
+            if not frame.empty:
+                frame["model_type"] = frame["model"].map(types)
     out = []
     if not a.rows.empty and not b.rows.empty:
         pa, pb = point_metrics(a.rows), point_metrics(b.rows)
@@ -120,14 +133,72 @@ def compare(a_dir: str, b_dir: str, alpha: float = 0.05, min_slowdown: float = 0
             p = 2 * stats.norm.sf(abs(z)) if np.isfinite(z) else math.nan
             out.append(_row("gradient", key, GRAD_KEYS, "snr_norm", va, vb, p, "z (bootstrap SE)"))
     result = pd.DataFrame(out)
-    if result.empty:
-        return result
-    result["p_adjusted"] = holm(result["p"].to_numpy())
-    result["significant"] = result["p_adjusted"] < alpha
-    worse = np.sign(result["change"]) == result["metric"].map(WORSE)
-    big_enough = (result["metric"] != "samples_per_second") | (-result["relative_change"] > min_slowdown)
-    result["regression"] = result["significant"] & worse & big_enough
-    return result
+    if not result.empty:
+        result["p_adjusted"] = holm(result["p"].to_numpy())
+        result["significant"] = result["p_adjusted"] < alpha
+        worse = np.sign(result["change"]) == result["metric"].map(WORSE)
+        big_enough = (result["metric"] != "samples_per_second") | (-result["relative_change"] > min_slowdown)
+        result["regression"] = result["significant"] & worse & big_enough
+    coverage = _coverage(a.statuses, b.statuses, types_a, types_b)
+    return pd.concat([coverage, result], ignore_index=True) if not coverage.empty else result
+
+
+def _model_types(results) -> dict[str, str]:
+    """label -> registered model type, from the folder's manifest (a key is ``<type>-<20 hex digits>``)."""
+    from lvbench.experiments import read_manifest
+
+    return {label: key[:-21] for label, key in read_manifest(results.out_dir)["models"].items()}
+
+
+def _coverage(sa: pd.DataFrame, sb: pd.DataFrame, types_a: dict, types_b: dict) -> pd.DataFrame:
+    """One row per cell that cannot be compared, each a regression: done in A but missing or failed in B
+    (or absent from B's spec), and labels naming different model types in A and B (not compared). Cells
+    new in B are listed, not counted."""
+    rows = []
+    for label in sorted(set(types_a) & set(types_b)):
+        if types_a[label] != types_b[label]:
+            rows.append(
+                {
+                    "kind": "cell",
+                    "model": label,
+                    "metric": "label collision",
+                    "test": f"model {label!r} is {types_a[label]} in A but {types_b[label]} in B: not compared",
+                    "regression": True,
+                }
+            )
+
+    def by_key(statuses: pd.DataFrame) -> dict[tuple, dict]:
+        if statuses.empty:
+            return {}
+        frame = statuses.copy()
+        frame["objective"] = (
+            frame["objective"].where(frame["objective"].notna(), None) if "objective" in frame else None
+        )
+        return {tuple(r[k] for k in CELL_KEYS): r for r in frame.to_dict("records")}
+
+    cells_a, cells_b = by_key(sa), by_key(sb)
+    collided = {label for label in set(types_a) & set(types_b) if types_a[label] != types_b[label]}
+    for key, ra in sorted(cells_a.items(), key=str):
+        if ra["status"] != "done" or ra["model"] in collided:
+            continue
+        rb = cells_b.get(key)
+        if rb is None:
+            what = "absent from B's spec"
+        elif rb["status"] in ("failed", "missing"):
+            what = f"{rb['status']} in B: {rb.get('reason', '')}"
+        elif rb["status"] == "skipped":
+            what = f"skipped in B: {rb.get('reason', '')}"
+        else:
+            continue
+        rows.append({**dict(zip(CELL_KEYS, key, strict=True)), "metric": "cell", "test": what, "regression": True})
+    for key, rb in sorted(cells_b.items(), key=str):
+        if key not in cells_a and rb["model"] not in collided:
+            row = {**dict(zip(CELL_KEYS, key, strict=True)), "metric": "cell", "test": "new in B (no partner in A)"}
+            rows.append({**row, "regression": False})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["significant"] = False
+    return frame
 
 
 def _same_models(a, b):
@@ -142,23 +213,29 @@ def write_comparison(result: pd.DataFrame, out_dir: str, a_dir: str, b_dir: str)
     """comparison.csv, comparison.md and comparison.html (significant changes first)."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, f"comparison.{k}") for k in ("csv", "md", "html")}
-    result.to_csv(paths["csv"], index=False)
-    shown = result.sort_values(["regression", "significant", "p_adjusted"], ascending=[False, False, True])
+    atomic_write_text(paths["csv"], result.to_csv(index=False))
+    order = [c for c in ("regression", "significant", "p_adjusted") if c in result]
+    shown = result.sort_values(order, ascending=[False, False, True][: len(order)]) if not result.empty else result
+    tests = result[result["metric"] != "cell"] if "metric" in result else result
+    tests = tests[tests["metric"] != "label collision"] if "metric" in tests else tests
     regressions = int(result["regression"].sum()) if not result.empty else 0
-    significant = int(result["significant"].sum()) if not result.empty else 0
+    significant = int(tests["significant"].sum()) if not tests.empty else 0
+    uncovered = len(result) - len(tests)
     head = (
-        f"Comparison of {b_dir} (B) against {a_dir} (A): {len(result)} tests over matched cells, "
-        f"{significant} significant after Holm's correction (family-wise 5%), {regressions} regressions."
+        f"Comparison of {b_dir} (B) against {a_dir} (A): {len(tests)} tests over matched cells, "
+        f"{significant} significant after Holm's correction (family-wise 5%), {uncovered} cells without a "
+        f"comparable partner or result, {regressions} regressions."
     )
     table = shown.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
-    with open(paths["md"], "w") as fh:
-        fh.write(f"# lvbench comparison\n\n{head}\n\n{table.to_markdown(index=False)}\n")
-    with open(paths["html"], "w") as fh:
-        fh.write(
-            "<!doctype html><html><head><meta charset='utf-8'><title>lvbench comparison</title><style>"
-            "body{font-family:system-ui,sans-serif;max-width:1180px;margin:auto;padding:1rem}"
-            ".box{overflow:auto;max-height:40rem}td,th{text-align:left;padding:2px 8px;white-space:nowrap}"
-            "th{position:sticky;top:0;background:#f3f3f3}</style></head><body><h1>lvbench comparison</h1>"
-            f"<p>{head}</p><div class='box'>{table.to_html(index=False, border=0, na_rep='—')}</div></body></html>"
-        )
+    md = markdown_frame(table).to_markdown(index=False)
+    atomic_write_text(paths["md"], f"# lvbench comparison\n\n{markdown(head)}\n\n{md}\n")
+    atomic_write_text(
+        paths["html"],
+        "<!doctype html><html><head><meta charset='utf-8'><title>lvbench comparison</title><style>"
+        "body{font-family:system-ui,sans-serif;max-width:1180px;margin:auto;padding:1rem}"
+        ".box{overflow:auto;max-height:40rem}td,th{text-align:left;padding:2px 8px;white-space:nowrap}"
+        "th{position:sticky;top:0;background:#f3f3f3}</style></head><body><h1>lvbench comparison</h1>"
+        f"<p>{html.escape(head)}</p><div class='box'>{table.to_html(index=False, border=0, na_rep='—', escape=True)}"
+        "</div></body></html>",
+    )
     return paths

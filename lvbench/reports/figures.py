@@ -6,6 +6,7 @@ Every function returns {title: (png path, caption)}; captions say what is plotte
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -17,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from lvbench.experiments.store import atomic_write  # noqa: E402
 
 __all__ = ["gradient_figures", "khat_figure", "likelihood_figures"]
 
@@ -47,11 +50,31 @@ def _save(fig, path: str, handles: dict) -> str:
         handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _write(fig, path)
     return path
 
 
+def _write(fig, path: str) -> None:
+    """Save a PNG atomically (a full disk leaves no cut figure) and close the figure."""
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def _plain_text(draw):
+    """Draw with every string as text: a label like ``$\\frac$`` or ``$x$`` is shown, never parsed as a
+    formula (which fails or changes it)."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+@_plain_text
 def likelihood_figures(summary: pd.DataFrame, folder: str) -> Figures:
     """Signed bias with 95% band vs k; RMSE vs seconds per estimate; std vs k; throughput vs k."""
     os.makedirs(folder, exist_ok=True)
@@ -127,6 +150,7 @@ def likelihood_figures(summary: pd.DataFrame, folder: str) -> Figures:
     return figs
 
 
+@_plain_text
 def gradient_figures(summary: pd.DataFrame, folder: str) -> Figures:
     """Per parameter group: norm SNR vs k beside ‖bias‖ vs k (with ±2 SE), one row per (model, objective)."""
     os.makedirs(folder, exist_ok=True)
@@ -185,6 +209,7 @@ def gradient_figures(summary: pd.DataFrame, folder: str) -> Figures:
     return figs
 
 
+@_plain_text
 def khat_figure(rows: pd.DataFrame, folder: str) -> Figures:
     """Per-point Pareto k-hat (in the style of ArviZ's plot_khat), at each (model, estimator)'s largest
     diagnosed k, with the 0.5 / 0.7 / 1 thresholds."""
@@ -208,8 +233,7 @@ def khat_figure(rows: pd.DataFrame, folder: str) -> Figures:
         ax.set_ylabel("Pareto k-hat")
     path = os.path.join(folder, "khat_points.png")
     fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _write(fig, path)
     return {
         "Pareto k-hat per data point": (
             path,

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from lvbench.errors import LvbenchInputError
-from lvbench.experiments.plan import read_manifest
-from lvbench.experiments.store import ResultStore
+from lvbench.experiments.plan import expected_models, read_manifest
+from lvbench.experiments.store import ResultStore, atomic_write_text
 from lvbench.registry import ESTIMATORS
+from lvbench.reports.escape import markdown, markdown_frame
 from lvbench.reports.figures import gradient_figures, khat_figure, likelihood_figures
 from lvbench.reports.findings import gradient_findings, likelihood_findings
 from lvbench.reports.tables import bdmc_table, gaps_table, gradient_summary, likelihood_summary
@@ -141,22 +142,23 @@ def export_table(table: pd.DataFrame, stem: str, columns: list[str]) -> dict[str
     digits, a booktabs table); returns {kind: path} with kinds named after the stem."""
     name = os.path.basename(stem)
     paths = {name: f"{stem}.csv", f"{name}_json": f"{stem}.json", f"{name}_latex": f"{stem}.tex"}
-    table.to_csv(paths[name], index=False)
-    table.to_json(paths[f"{name}_json"], orient="records", indent=1, double_precision=15)
+    atomic_write_text(paths[name], table.to_csv(index=False))
+    atomic_write_text(paths[f"{name}_json"], table.to_json(orient="records", indent=1, double_precision=15))
     shown = table[[c for c in columns if c in table]]
     styler = shown.style.hide(axis="index").format(formatter=lambda v: _number(v)[0].replace(MISSING, "--"))
     align = "".join("r" if pd.api.types.is_numeric_dtype(shown[c]) else "l" for c in shown.columns)
     latex = styler.to_latex(hrules=True, column_format=align)
-    with open(paths[f"{name}_latex"], "w") as fh:
-        fh.write(latex.replace("_", "\\_"))
+    atomic_write_text(paths[f"{name}_latex"], latex.replace("_", "\\_"))
     return paths
 
 
-def with_missing(statuses: pd.DataFrame, store: ResultStore, cells: dict[str, dict]) -> pd.DataFrame:
+def with_missing(
+    statuses: pd.DataFrame, store: ResultStore, cells: dict[str, dict], models: dict[str, str]
+) -> pd.DataFrame:
     """Statuses of the current cells, with those whose rows or status do not read back (or that never
     ran) marked missing: a cell never silently vanishes from a report."""
     reason = "no trustworthy result (never ran, interrupted, or its files are missing or corrupt): rerun the spec"
-    ok = {i for i in cells if store.verified(i, quiet=True) is not None}
+    ok = {i for i in cells if store.verified(i, quiet=True, model_sha256=models.get(i, "")) is not None}
     records = statuses.to_dict("records") if not statuses.empty else []
     for record in records:
         if record["status"] == "done" and record["id"] not in ok:
@@ -178,12 +180,13 @@ def write_report(out_dir: str) -> dict[str, str]:
     folder = os.path.join(out_dir, "report")
     figures_dir = os.path.join(folder, "figures")
     os.makedirs(figures_dir, exist_ok=True)
-    raw = store.rows("likelihood", ids)
+    models = expected_models(out_dir, manifest)
+    raw = store.rows("likelihood", ids, models)
     lik = likelihood_summary(raw)
     if not lik.empty:
         lik["seconds_per_estimate"] = lik["seconds_per_estimate_batch"] / lik["points"]
-    grad = gradient_summary(store.rows("gradient", ids))
-    statuses = with_missing(store.statuses(ids), store, manifest["cells"])
+    grad = gradient_summary(store.rows("gradient", ids, models))
+    statuses = with_missing(store.statuses(ids), store, manifest["cells"], models)
     paths: dict[str, str] = {}
     for name, table, columns in (("summary", lik, LIKELIHOOD_COLUMNS), ("gradient_summary", grad, GRADIENT_COLUMNS)):
         if not table.empty:
@@ -199,11 +202,9 @@ def write_report(out_dir: str) -> dict[str, str]:
     )
     where = _where(run)
     paths["markdown"] = os.path.join(folder, "report.md")
-    with open(paths["markdown"], "w") as fh:
-        fh.write(_markdown(where, findings, sections, folder))
+    atomic_write_text(paths["markdown"], _markdown(where, findings, sections, folder))
     paths["html"] = os.path.join(folder, "report.html")
-    with open(paths["html"], "w") as fh:
-        fh.write(_html(where, findings, sections))
+    atomic_write_text(paths["html"], _html(where, findings, sections))
     return paths
 
 
@@ -349,8 +350,8 @@ def _figures(figs: dict[str, tuple[str, str]]) -> list[dict]:
 
 
 def _markdown(where: str, findings: list[str], sections: list[Section], folder: str) -> str:
-    parts = ["# lvbench report\n", f"{where}\n", "## Findings\n"]
-    parts += [f"- {line}" for line in findings] or ["No findings: the run holds no finished cells."]
+    parts = ["# lvbench report\n", f"{markdown(where)}\n", "## Findings\n"]
+    parts += [f"- {markdown(line)}" for line in findings] or ["No findings: the run holds no finished cells."]
     parts.append("")
     for section in sections:
         parts.append(f"## {section.title}\n")
@@ -359,9 +360,10 @@ def _markdown(where: str, findings: list[str], sections: list[Section], folder: 
         for table in section.tables:
             if table.caption:
                 parts.append(f"**{table.caption}**\n")
-            parts.append(table.frame.to_markdown(index=False, disable_numparse=True) + "\n")
+            parts.append(markdown_frame(table.frame).to_markdown(index=False, disable_numparse=True) + "\n")
         for fig in section.figures:
-            parts.append(f"![{fig['title']}]({os.path.relpath(fig['path'], folder)})\n\n*{fig['caption']}*\n")
+            where_ = os.path.relpath(fig["path"], folder)
+            parts.append(f"![{markdown(fig['title'])}]({where_})\n\n*{markdown(fig['caption'])}*\n")
         for term, meaning in section.glossary:
             parts.append(f"- **{term}**: {meaning}")
     return "\n".join(parts) + "\n"
