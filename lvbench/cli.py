@@ -1,4 +1,4 @@
-"""The ``lvbench`` command: list | train | run | report | compare | clean.
+"""The ``lvbench`` command: list | check | train | run | report | compare | clean.
 
 Errors in user input (``LvbenchInputError``: unknown names, bad values, missing or unwritable files)
 print one line naming the problem and exit with status 2. Anything else is a bug and shows its
@@ -27,6 +27,8 @@ from lvbench.errors import LvbenchInputError
 __all__ = ["main"]
 
 USER_ERRORS = (LvbenchInputError,)
+#: compare's rows that are findings about cells rather than statistical tests
+UNTESTED = ("cell", "label collision", "declared property")
 
 
 def _cell_text(value: Any) -> str:
@@ -241,7 +243,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(args.b, "comparison")
     paths = write_comparison(result, out, args.a, args.b)
     regressions = result[result["regression"]]
-    tested = result[~result["metric"].isin(["cell", "label collision"])]
+    tested = result[~result["metric"].isin(UNTESTED)]
     print(
         f"{len(tested)} tests, {int(tested['significant'].sum())} significant changes (Holm, {args.alpha:g}), "
         f"{len(result) - len(tested)} cells without a comparable partner or result, "
@@ -251,7 +253,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         where = " × ".join(
             str(r[k]) for k in ("model", "estimator", "objective", "k", "group") if k in r and r[k] == r[k]
         )
-        if r["metric"] in ("cell", "label collision"):  # no partner or no result to test
+        if r["metric"] in UNTESTED:  # no partner, no result, or a declaration contradicted
             print(f"  regression: {where}: {r['test']}")
         else:
             print(f"  regression: {where}: {r['metric']} {r['a']:.4g} -> {r['b']:.4g} (p = {r['p_adjusted']:.2g})")
@@ -268,6 +270,19 @@ def cmd_clean(args: argparse.Namespace) -> int:
         removed = clean(args.dir)
     print(f"removed {removed['cells']} cells and {removed['models']} prepared models not in the current spec")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from lvbench.checks import check_estimator
+
+    table = check_estimator(args.name, k=args.k)
+    if args.json:
+        print(table.to_json(orient="records", indent=1))
+    else:
+        print(_left_aligned(table))
+    failed = int((table["result"] == "FAIL").sum())
+    print(f"{args.name}: {len(table) - failed} of {len(table)} checks passed or skipped, {failed} failed")
+    return 1 if failed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -352,6 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "check", help="check an estimator against what it declares, on models with exact ground truth (plugins too)"
+    )
+    p.add_argument("name", help="a registered estimator")
+    p.add_argument("--k", type=int, help="sample budget (default 5 for likelihood, 3 for gradient estimators)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("report", help="write CSV, Markdown and HTML reports of an output folder")
     p.add_argument("dir", help="output folder of `lvbench run`")

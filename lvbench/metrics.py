@@ -107,7 +107,8 @@ def summarize_estimates(estimates: np.ndarray, reference: np.ndarray | float, co
 
     ``estimates`` [R, N] (R repeats of N points) and ``reference`` [N]; statistics are per point, then
     averaged over points: bias = mean over points of (mean_r est - ref); its SE combines the per-point
-    standard errors; variance is the mean per-point variance across repeats.
+    standard errors; variance is the mean per-point variance across repeats. With one repeat the
+    variance, std and SE are undefined (NaN, shown "—"), never 0.
     """
     est = np.asarray(estimates, dtype=float)
     if est.ndim == 1:
@@ -116,7 +117,7 @@ def summarize_estimates(estimates: np.ndarray, reference: np.ndarray | float, co
     ref = np.broadcast_to(np.asarray(reference, dtype=float), (n,))
     err = est - ref
     point_bias = err.mean(0)
-    point_var = est.var(0, ddof=1) if r > 1 else np.zeros(n)
+    point_var = est.var(0, ddof=1) if r > 1 else np.full(n, math.nan)  # one repeat: no spread to show
     bias = float(point_bias.mean())
     bias_se = float(math.sqrt(point_var.sum() / r) / n) if r > 1 else math.nan
     half = stats.t.ppf(0.5 + confidence / 2, df=max(r * n - 1, 1)) * bias_se if r > 1 else math.nan
@@ -134,6 +135,8 @@ def summarize_estimates(estimates: np.ndarray, reference: np.ndarray | float, co
         "mean_abs_error": float(np.abs(err).mean()),
         "repeats": r,
         "points": n,
+        # repeats equal to the last bit at every point: an estimator that reseeds itself, not a spread of 0
+        "identical_repeats": bool(r > 1 and np.all(est == est[0])),
     }
 
 

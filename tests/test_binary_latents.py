@@ -188,16 +188,19 @@ def test_lvbench_train_writes_a_binary_vae_checkpoint_that_a_spec_can_use(tmp_pa
     assert "reparam needs reparameterizable" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["arm", "disarm"])
-def test_arm_and_disarm_elbo_variance_falls_like_one_over_k(name):
+@pytest.mark.parametrize(
+    "name,options", [("arm", {}), ("disarm", {}), ("rebar", {"fit_steps": 0}), ("relax", {"fit_steps": 0})]
+)
+def test_elbo_estimators_credit_each_sample_so_variance_falls_like_one_over_k(name, options):
     """The ELBO's per-sample form: the φ-gradient at k = 10 is a mean of 10 independent k = 1 estimates,
-    so its total variance is a tenth (5 SE of the ratio of two sample variances, normal approximation)."""
+    so its total variance is a tenth (5 SE of the ratio of two sample variances, normal approximation).
+    REBAR and RELAX with one fixed control (η = 1, λ = 0.5, a zero network) at both k."""
     m = small_model(1)
     x, _ = m.sample(3)
     variances = {}
     for k in (1, 10):
         torch.manual_seed(5)
-        draws = draw_gradients(m, x, name, k, repeats=3000, objective="elbo")
+        draws = draw_gradients(m, x, name, k, repeats=3000, objective="elbo", **options)
         g = torch.cat([draws.values[:, draws.slices[n]] for n in draws.groups["phi"]], 1)
         variances[k] = g.var(0).sum().item()
     ratio_se = 10 * math.sqrt(2 * 2 / 2999)

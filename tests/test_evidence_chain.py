@@ -43,7 +43,7 @@ def reused_buffer(model, x, k):
     q = model.encoder(x)
     z = q.sample((k,))
     value = torch.logsumexp(model.log_joint(x, z) - q.log_prob(z), 0) - np.log(k)
-    out = _BUFFER.setdefault("out", torch.empty_like(value, dtype=torch.float64))
+    out = _BUFFER.setdefault(tuple(value.shape), torch.empty_like(value, dtype=torch.float64))
     return out.copy_(value)
 
 
@@ -490,3 +490,59 @@ def test_model_file_digests_are_recorded_beside_them(tmp_path):
     assert record.read_text().strip() == hashlib.sha256(artifact.read_bytes()).hexdigest()
     key = artifact.stem
     assert artifact_path(str(tmp_path), key) == str(artifact) and digest_path(str(tmp_path), key) == str(record)
+
+
+# -- held to what they declare --------------------------------------------------------------------------
+
+
+@estimator("evidence_overshoot", kind="likelihood", needs=("encoder",), properties=("unbiased_p", "lower_bound"))
+def overshoot(model, x, k):
+    """IWAE plus half a nat, while declaring itself unbiased for p(x) and a lower bound."""
+    return get_estimator("iwae")(model, x, num_samples=k) + 0.5
+
+
+def test_lvbench_check_fails_an_estimator_that_contradicts_its_declaration(capsys):
+    assert main(["check", "evidence_overshoot"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "declared unbiased_p" in out and "declared lower_bound" in out
+    assert main(["check", "evidence_reused_buffer"]) == 0  # declares nothing: the contract checks pass
+    from lvbench.checks import check_estimator
+
+    table = check_estimator("score_function_loo")
+    assert (table["result"] != "FAIL").all() and (table["check"] == "declared unbiased").sum() >= 2
+
+
+def test_a_declared_property_violation_comes_first_in_the_report_and_gates_compare(tmp_path):
+    spec = toy(evidence_overshoot={"k": [5]})
+    spec["run"]["repeats"] = 30  # a mixture, where IWAE at k = 5 is within a hundredth of a nat of log p(x)
+    spec["models"] = {"lg": {"type": "gaussian_mixture", "data_dim": 2, "components": 3, "separation": 1.5}}
+    run_experiment(parse_spec(spec), str(tmp_path / "a"), progress=False)
+    md = open(write_report(str(tmp_path / "a"))["markdown"]).read()
+    findings = md[md.index("## Findings") :]
+    first = findings.splitlines()[2]
+    assert "evidence_overshoot on lg at k = 5 violates its declared" in first, first
+    assert md.index("## Declared properties violated") < md.index("## References")
+    from lvbench.reports.compare import compare
+
+    result = compare(str(tmp_path / "a"), str(tmp_path / "a"))
+    assert (result[result["metric"] == "declared property"]["regression"]).all()
+
+
+def test_one_repeat_shows_no_spread_and_identical_repeats_are_flagged(tmp_path):
+    one = toy()
+    one["run"]["repeats"] = 1
+    run_experiment(parse_spec(one), str(tmp_path / "one"), progress=False)
+    summary = pd.read_csv(write_report(str(tmp_path / "one"))["summary"])
+    assert summary[["std", "bias_se", "variance"]].isna().all().all()
+    md = open(tmp_path / "one" / "report" / "report.md").read()
+    assert "± 0 " not in md
+
+    @estimator("evidence_reseeds", kind="likelihood", needs=("encoder",))
+    def reseeds(model, x, k):
+        """IWAE that reseeds torch's generator on every call."""
+        torch.manual_seed(0)
+        return get_estimator("iwae")(model, x, num_samples=k)
+
+    run_experiment(parse_spec(toy(evidence_reseeds={"k": [3]})), str(tmp_path / "same"), progress=False)
+    md = open(write_report(str(tmp_path / "same"))["markdown"]).read()
+    assert "evidence_reseeds on lg at k = 3 violates its declared independent repeats" in md

@@ -135,7 +135,7 @@ def _fitted_control(cell: Cell, prepared, options: dict[str, Any]) -> dict[str, 
     not reuse the noise it was fitted on), so the study and the memory measurement share it."""
     if get_estimator(cell.estimator_name).meta.get("fit") is None:
         return {}
-    seed = int(digest(["control fit", cell.id]), 16) % 2**31
+    seed = int(digest(["control fit", cell.seed]), 16) % 2**31  # the cell seed: not the code digest
     with seeded(seed):
         control = fit_control(cell.estimator_name, prepared.model, prepared.x, cell.k, cell.objective, **options)
     return {"control": control}

@@ -29,6 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from lvbench.api import load_results
+from lvbench.declared import declared_violations
 from lvbench.experiments.store import atomic_write_text
 from lvbench.reports.escape import markdown, markdown_frame
 
@@ -140,7 +141,17 @@ def compare(a_dir: str, b_dir: str, alpha: float = 0.05, min_slowdown: float = 0
         big_enough = (result["metric"] != "samples_per_second") | (-result["relative_change"] > min_slowdown)
         result["regression"] = result["significant"] & worse & big_enough
     coverage = _coverage(a.statuses, b.statuses, types_a, types_b)
-    return pd.concat([coverage, result], ignore_index=True) if not coverage.empty else result
+    violated = declared_violations(b.summary, b.rows)
+    if not violated.empty:  # B's numbers contradict what its estimators declare: a regression in itself
+        violated = violated.assign(
+            kind="cell",
+            metric="declared property",
+            test=violated["property"] + " violated in B: " + violated["evidence"],
+            regression=True,
+            significant=False,
+        ).drop(columns=["property", "evidence"])
+    parts = [p for p in (violated, coverage, result) if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else result
 
 
 def _model_types(results) -> dict[str, str]:
@@ -216,8 +227,8 @@ def write_comparison(result: pd.DataFrame, out_dir: str, a_dir: str, b_dir: str)
     atomic_write_text(paths["csv"], result.to_csv(index=False))
     order = [c for c in ("regression", "significant", "p_adjusted") if c in result]
     shown = result.sort_values(order, ascending=[False, False, True][: len(order)]) if not result.empty else result
-    tests = result[result["metric"] != "cell"] if "metric" in result else result
-    tests = tests[tests["metric"] != "label collision"] if "metric" in tests else tests
+    untested = ("cell", "label collision", "declared property")
+    tests = result[~result["metric"].isin(untested)] if "metric" in result else result
     regressions = int(result["regression"].sum()) if not result.empty else 0
     significant = int(tests["significant"].sum()) if not tests.empty else 0
     uncovered = len(result) - len(tests)

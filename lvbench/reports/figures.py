@@ -135,10 +135,11 @@ def likelihood_figures(summary: pd.DataFrame, folder: str) -> Figures:
     def std(ax, rows, color, marker):
         return ax.plot(rows["k"], rows["std"], marker=marker, color=color, ms=4)[0]
 
-    figs["Standard deviation vs k"] = (
-        panels("likelihood_std.png", std, "std of log p̂(x) (nats)", "k (samples per point)"),
-        "Standard deviation across repeats, averaged over points.",
-    )
+    if (data["std"] > 0).any():  # with one repeat there is no spread to draw
+        figs["Standard deviation vs k"] = (
+            panels("likelihood_std.png", std, "std of log p̂(x) (nats)", "k (samples per point)"),
+            "Standard deviation across repeats, averaged over points.",
+        )
 
     def throughput(ax, rows, color, marker):
         return ax.plot(rows["k"], rows["samples_per_second"], marker=marker, color=color, ms=4)[0]

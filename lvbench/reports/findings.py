@@ -18,7 +18,17 @@ import pandas as pd
 
 from lvbench.registry import ESTIMATORS
 
-__all__ = ["gradient_findings", "likelihood_findings", "unbiased_for"]
+__all__ = ["gradient_findings", "likelihood_findings", "unbiased_for", "violation_findings"]
+
+
+def violation_findings(violations: pd.DataFrame) -> list[str]:
+    """One sentence per declared property the measurements contradict; they come first in a report."""
+    return [
+        f"**{r['estimator']} on {r['model']} at k = {int(r['k'])} violates its declared {r['property']}**: "
+        f"{r['evidence']}."
+        for _, r in violations.iterrows()
+    ]
+
 
 Z = 1.959963984540054  # two-sided 5%
 

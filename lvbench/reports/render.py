@@ -19,13 +19,14 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from lvbench.declared import declared_violations
 from lvbench.errors import LvbenchInputError
 from lvbench.experiments.plan import expected_models, read_manifest
 from lvbench.experiments.store import ResultStore, atomic_write_text
 from lvbench.registry import ESTIMATORS
 from lvbench.reports.escape import markdown, markdown_frame
 from lvbench.reports.figures import gradient_figures, khat_figure, likelihood_figures
-from lvbench.reports.findings import gradient_findings, likelihood_findings
+from lvbench.reports.findings import gradient_findings, likelihood_findings, violation_findings
 from lvbench.reports.tables import bdmc_table, gaps_table, gradient_summary, likelihood_summary
 
 __all__ = ["export_table", "with_missing", "write_report"]
@@ -195,11 +196,16 @@ def write_report(out_dir: str) -> dict[str, str]:
     if os.path.isfile(os.path.join(out_dir, "run.json")):
         with open(os.path.join(out_dir, "run.json")) as fh:
             run = json.load(fh)
-    findings = likelihood_findings(lik) + gradient_findings(grad)
+    violations = declared_violations(lik, raw)
+    findings = violation_findings(violations) + likelihood_findings(lik) + gradient_findings(grad)
     models = manifest["models"]
     sections = _sections(
         lik, grad, raw, statuses, bdmc_table(out_dir, models), gaps_table(out_dir, models), manifest, figures_dir
     )
+    if not violations.empty:  # first: a number that contradicts its estimator's declaration
+        columns = {c: c for c in ("model", "estimator", "k", "device", "property", "evidence")}
+        caption = "Declared properties contradicted by the measurements (5 SE against exact ground truth)"
+        sections.insert(0, Section("Declared properties violated", "", [display(violations, columns, caption)]))
     where = _where(run)
     paths["markdown"] = os.path.join(folder, "report.md")
     atomic_write_text(paths["markdown"], _markdown(where, findings, sections, folder))

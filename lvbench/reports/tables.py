@@ -28,7 +28,7 @@ def likelihood_summary(rows: pd.DataFrame) -> pd.DataFrame:
         stats = summarize_estimates(est, ref)
         n, k = est.shape[1], int(key[3])
         reference_se = float(np.sqrt(np.nansum(ref_se**2)) / n)
-        stats["bias_se"] = float(math.hypot(stats["bias_se"], reference_se)) if est.shape[0] > 1 else reference_se
+        stats["bias_se"] = float(math.hypot(stats["bias_se"], reference_se)) if est.shape[0] > 1 else math.nan
         seconds = cell.groupby("repeat")["seconds"].first().mean()
         khat = cell.groupby("point")["khat"].first().to_numpy()
         bands = pd.Series(khat_band(khat[~np.isnan(khat)], k)).value_counts()

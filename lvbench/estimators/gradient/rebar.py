@@ -11,8 +11,12 @@ is unbiased for ∇_α E_q[f(b)] whatever c is, since z and z̃ share their dist
 terms cancel in expectation), and b, z̃ are reparameterized given (u, v).
 - REBAR: c(z) = η f(σ(z/λ)), the objective at the Concrete relaxation, scale η and temperature λ.
 - RELAX: c(z) = η f(σ(z/λ)) + Σ_i r_ψ(σ(z_i/λ), x), plus a free network r_ψ (one tanh hidden layer).
-f is the objective (ELBO_k or IWAE_k) of the k samples; inside c the model's parameters and q's
-logits are held constant, so c carries gradient only through the noise. θ's gradient is ∇_θ f(b)
+For IWAE_k, f is the objective of all k samples and c a control of the joint noise. The ELBO_k =
+(1/k) Σ_i f(b_i) splits over samples, so each sample is credited with its own term: the estimate is the
+mean over i of the single-sample estimator with c_i(z_i) = η f(σ(z_i/λ)) [+ r_ψ(σ(z_i/λ), x)], whose φ
+variance falls like 1/k (crediting every sample with the whole ELBO_k, as before version 0.4, is unbiased
+too, but its variance barely falls with k). Inside c the model's parameters and q's logits are held
+constant, so c carries gradient only through the noise. θ's gradient is ∇_θ f(b)
 (for IWAE φ also keeps the direct path through log q(b), as ARM and DisARM do). The control's
 parameters (η, log λ and ψ) are fitted before the study by Adam on the sum of squared φ-gradient
 estimates (its mean is fixed, so this minimizes their total variance, as both papers do).
@@ -61,13 +65,17 @@ class RelaxedControl(nn.Module):
         return groups
 
     def forward(self, model, x: torch.Tensor, alpha: torch.Tensor, z: torch.Tensor, objective: str) -> torch.Tensor:
-        """c(z) per data point [N] for noise z [k, N, L]."""
+        """c(z) for noise z [k, N, L]: per sample and point [k, N] for the ELBO, whose terms split over the
+        samples (each sample's control sees its own noise only), per point [N] for the joint IWAE_k."""
         s = torch.sigmoid(z / self.log_temperature.exp())
         log_q = (s * alpha.detach() - F.softplus(alpha.detach())).sum(-1)  # q's logits held constant
-        value = self.eta * batch_objective(detached_log_joint(model, x, s) - log_q, objective)
+        relaxed = detached_log_joint(model, x, s) - log_q  # [k, N]
+        net = 0.0
         if self.net is not None:
-            value = value + self.net(torch.cat([s, x.expand(*s.shape[:-1], x.shape[-1])], -1)).squeeze(-1).sum(0)
-        return value
+            net = self.net(torch.cat([s, x.expand(*s.shape[:-1], x.shape[-1])], -1)).squeeze(-1)
+        if objective == "elbo":
+            return self.eta * relaxed + net
+        return self.eta * batch_objective(relaxed, objective) + (net.sum(0) if self.net is not None else 0.0)
 
 
 def _noise(alpha: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -89,6 +97,16 @@ def relaxed_surrogate(model, x: torch.Tensor, k: int, objective: str, control: R
     alpha = _logits(model, x)
     b, z, z_cond = _noise(alpha, k)
     log_q_b = b * alpha - F.softplus(alpha)  # [k, N, L]
+    if objective == "elbo":  # ELBO_k = mean_i f(b_i): each sample is credited with its own term only
+        f_i = model.log_joint(x, b) - log_q_b.sum(-1).detach()  # [k, N]
+        coefficient = f_i.detach() - control(model, x, alpha, z_cond.detach(), objective)
+        per_sample = (
+            f_i
+            + coefficient * log_q_b.sum(-1)
+            + control(model, x, alpha, z, objective)
+            - control(model, x, alpha, z_cond, objective)
+        )
+        return per_sample.mean(0).mean()
     attached = objective == "iwae"  # IWAE's f depends on φ directly through log q(b)
     f_b = batch_objective(model.log_joint(x, b) - (log_q_b if attached else log_q_b.detach()).sum(-1), objective)
     coefficient = f_b.detach() - control(model, x, alpha, z_cond.detach(), objective)
