@@ -24,6 +24,7 @@ import torch
 from lvbench.declared import Z_VIOLATION, ratio_z
 from lvbench.metrics import summarize_estimates
 from lvbench.registry import get_estimator, incompatibility
+from lvbench.seeding import seeded
 
 __all__ = ["check_estimator"]
 
@@ -33,7 +34,6 @@ DRAWS = 2000
 
 def _models() -> dict[str, torch.nn.Module]:
     from lvbench.models import BinaryVAE, GaussianMixture, LinearGaussian
-    from lvbench.seeding import seeded
     from lvbench.training import fit_encoder
 
     lg = LinearGaussian.random(data_dim=4, latent_dim=2, seed=0, dtype=torch.float64)
@@ -56,8 +56,7 @@ def _row(check: str, model: str, ok: bool | None, detail: str) -> dict:
 
 
 def _seeded(fn: Callable[[], torch.Tensor], seed: int) -> torch.Tensor:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         out = fn()
         return out.clone() if isinstance(out, torch.Tensor) else out  # a reused output buffer is fine
 
@@ -143,8 +142,7 @@ def check_estimator(name: str, k: int | None = None) -> pd.DataFrame:
     k = max(entry.min_k, 5 if entry.kind == "likelihood" else 3) if k is None else k
     rows = []
     for label, model in _models().items():
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(5)
+        with torch.no_grad(), seeded(5):
             x, _ = model.sample(6)
         reason = incompatibility(entry, model, num_samples=k)
         if reason is not None:

@@ -27,8 +27,6 @@ from lvbench.errors import LvbenchInputError
 __all__ = ["main"]
 
 USER_ERRORS = (LvbenchInputError,)
-#: compare's rows that are findings about cells rather than statistical tests
-UNTESTED = ("cell", "label collision", "declared property")
 
 
 def _cell_text(value: Any) -> str:
@@ -232,7 +230,7 @@ def _print_failures(out_dir: str) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lvbench.reports.compare import compare, write_comparison
+    from lvbench.reports.compare import UNTESTED, compare, write_comparison
 
     for folder in (args.a, args.b):
         if not os.path.isdir(folder):

@@ -76,6 +76,11 @@ def source_digest(obj: Any) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _distribution_of(top: str) -> tuple[str, str] | None:
+    if top == "lvbench":  # lvbench's own estimators: no scan of every installed distribution at import
+        try:
+            return "lvbench", importlib.metadata.version("lvbench")
+        except importlib.metadata.PackageNotFoundError:
+            return None
     names = importlib.metadata.packages_distributions().get(top) or []
     for name in names:
         try:

@@ -9,6 +9,7 @@ that fails to load produces a warning naming it, never a crash.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import importlib.metadata
 import inspect
@@ -105,9 +106,8 @@ class Registry:
         unknown = (set(entry.needs) - set(CAPABILITIES)) | (set(entry.properties) - set(ESTIMATOR_PROPERTIES))
         if unknown and self.what == "estimator":
             raise ValueError(f"{self.what} {entry.name!r} declares unknown capabilities/properties {sorted(unknown)}")
-        if self._loading is not None:  # name the plugin, also in the refusal below
-            entry = Entry(**{**entry.__dict__, "source": self._loading})
-        entry = Entry(**{**entry.__dict__, "code": code_identity(entry.obj, self._loading_dist)})
+        source = self._loading or entry.source  # name the plugin, also in the refusal below
+        entry = dataclasses.replace(entry, source=source, code=code_identity(entry.obj, self._loading_dist))
         if entry.name in self._entries:
             prior = self._entries[entry.name]
             raise ValueError(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from lvbench.errors import LvbenchInputError
+from lvbench.seeding import seeded
 
 __all__ = ["BinarizedImages", "load_dataset", "load_digits", "load_mnist", "reference_vae_path", "sample_from_model"]
 
@@ -128,9 +129,7 @@ def sample_from_model(model: torch.nn.Module, n: int, seed: int = 0) -> tuple[to
     """n points (x, z) drawn from the model's joint, reproducibly from ``seed``."""
     if n < 1:
         raise LvbenchInputError(f"n must be >= 1, got {n}")
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return model.sample(n)
 
 

@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-__all__ = ["CellWorker", "run_isolated", "serve"]
+__all__ = ["CellWorker", "failure", "run_isolated", "serve"]
 
 
-def _failure(reason: str, seconds: float) -> dict[str, Any]:
+def failure(reason: str, seconds: float) -> dict[str, Any]:
+    """The result of a cell that could not finish (its process died, timed out, ...)."""
     return {"status": "failed", "rows": None, "reason": reason, "seconds": seconds}
 
 
@@ -78,14 +79,14 @@ class CellWorker:
             code = self.proc.wait()
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
             self.close()
-            return _failure(f"the worker process running the cell died ({how})", time.monotonic() - started)
+            return failure(f"the worker process running the cell died ({how})", time.monotonic() - started)
 
     def expire(self) -> dict[str, Any]:
         """Stop the running cell: kill the worker (a fresh one serves the next cell)."""
         cell, _, started = self.task
         self.task = None
         self.close()
-        return _failure(f"timed out after {cell.timeout:g} s", time.monotonic() - started)
+        return failure(f"timed out after {cell.timeout:g} s", time.monotonic() - started)
 
     def run(self, cell, args: tuple, tick: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Run one cell to completion, death or its time limit, passing its progress to ``tick``."""

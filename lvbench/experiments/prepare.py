@@ -25,7 +25,7 @@ from lvbench.data import load_dataset, sample_from_model
 from lvbench.errors import LvbenchInputError
 from lvbench.experiments.identity import digest, file_digest
 from lvbench.experiments.spec import ModelSpec, RunSettings, SpecError
-from lvbench.experiments.store import StoreWarning, atomic_write
+from lvbench.experiments.store import StoreWarning, atomic_write, atomic_write_text, warn_untrusted
 from lvbench.inference_gaps import inference_gaps
 from lvbench.models.checkpoint import read_checkpoint
 from lvbench.models.vae import load_state, load_weights_only
@@ -88,20 +88,16 @@ def artifact_digest(out_dir: str, key: str, quiet: bool = False) -> str | None:
     except (OSError, UnicodeDecodeError):
         recorded = ""
     if len(recorded) != 64:
-        quiet or _warn(f"{name} has no recorded digest; preparing it again")
+        quiet or warn_untrusted(f"{name} has no recorded digest; preparing it again")
         return None
     actual = file_digest(path)
     if actual != recorded:
-        quiet or _warn(
+        quiet or warn_untrusted(
             f"{name} does not match the digest recorded when it was prepared (changed or corrupted); "
             "preparing it again, and recomputing the cells made from it"
         )
         return None
     return actual
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, StoreWarning, stacklevel=3)
 
 
 def _dataset_options(ms: ModelSpec) -> dict[str, Any]:
@@ -303,7 +299,7 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
     else:
         with torch.no_grad():
             reference, reference_se, reference_name = _reference(model, x, config["reference"], run.seed)
-    _check_unchanged(model, weights, ms.label, f"the reference estimator {config['reference']['estimator']!r}")
+    _check_unchanged(model, weights, ms.label, f"computing its reference ({reference_name})")
     if ms.bdmc:
         extras["bdmc"] = _bdmc(model, config["bdmc"], run)
         _check_unchanged(model, weights, ms.label, "BDMC")
@@ -332,13 +328,8 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
         recorded["sha256"] = file_digest(tmp)
 
     atomic_write(path, save)  # the artifact, then the record of its digest (the commit point)
-    atomic_write(digest_path(out_dir, key), lambda tmp: _write_text(tmp, recorded["sha256"]))
+    atomic_write_text(digest_path(out_dir, key), recorded["sha256"] + "\n")
     return key
-
-
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w") as fh:
-        fh.write(text + "\n")
 
 
 def _check_unchanged(model: torch.nn.Module, weights: dict[str, torch.Tensor], label: str, what: str) -> None:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from lvbench.experiments.cells import Cell
 from lvbench.experiments.identity import file_digest
 
-__all__ = ["ResultStore", "StoreWarning", "atomic_write", "atomic_write_json", "atomic_write_text"]
+__all__ = ["ResultStore", "StoreWarning", "atomic_write", "atomic_write_json", "atomic_write_text", "warn_untrusted"]
 
 FINAL = ("done", "skipped")
 
@@ -62,7 +62,8 @@ def atomic_write_json(path: str, payload: Any) -> None:
     atomic_write(path, dump)
 
 
-def _warn(message: str) -> None:
+def warn_untrusted(message: str) -> None:
+    """One warning that a file in the output folder cannot be trusted (and what happens instead)."""
     warnings.warn(message, StoreWarning, stacklevel=3)
 
 
@@ -89,10 +90,10 @@ class ResultStore:
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            quiet or _warn(f"{self._relative(path)} is not readable JSON ({type(exc).__name__}); ignoring it")
+            quiet or warn_untrusted(f"{self._relative(path)} is not readable JSON ({type(exc).__name__}); ignoring it")
             return None
         if not isinstance(record, dict) or record.get("status") not in (*FINAL, "failed") or "kind" not in record:
-            quiet or _warn(f"{self._relative(path)} is not a status record; ignoring it")
+            quiet or warn_untrusted(f"{self._relative(path)} is not a status record; ignoring it")
             return None
         return record
 
@@ -105,24 +106,26 @@ class ResultStore:
         path = self._rows_path(record["kind"], cell_id)
         name = self._relative(path)
         if model_sha256 is not None and record.get("model_sha256") != model_sha256:
-            quiet or _warn(
+            quiet or warn_untrusted(
                 f"{self._relative(self._status_path(cell_id))} was computed from another copy of its prepared "
                 "model (the model file was rebuilt or changed since); recomputing"
             )
             return None
         if not os.path.isfile(path):
-            quiet or _warn(f"{name} is missing although its status says done; the cell will be recomputed")
+            quiet or warn_untrusted(f"{name} is missing although its status says done; the cell will be recomputed")
             return None
         if not isinstance(record.get("sha256"), str) or file_digest(path) != record["sha256"]:
-            quiet or _warn(f"{name} does not match the checksum in its status (truncated or changed); recomputing")
+            quiet or warn_untrusted(
+                f"{name} does not match the checksum in its status (truncated or changed); recomputing"
+            )
             return None
         try:
             rows = pq.read_metadata(path).num_rows
         except Exception as exc:  # noqa: BLE001 — any parquet failure means the rows cannot be trusted
-            quiet or _warn(f"{name} is not a readable parquet file ({type(exc).__name__}); recomputing")
+            quiet or warn_untrusted(f"{name} is not a readable parquet file ({type(exc).__name__}); recomputing")
             return None
         if rows != record.get("rows"):
-            quiet or _warn(f"{name} holds {rows} rows, its status says {record.get('rows')}; recomputing")
+            quiet or warn_untrusted(f"{name} holds {rows} rows, its status says {record.get('rows')}; recomputing")
             return None
         return record
 

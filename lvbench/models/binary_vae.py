@@ -22,6 +22,7 @@ from lvbench.errors import LvbenchInputError
 from lvbench.estimators.streaming import chunks, items_within_budget, memory_budget
 from lvbench.models.base import ACTIVATIONS, LatentVariableModel, mlp
 from lvbench.registry import register_model
+from lvbench.seeding import seeded
 
 __all__ = ["MAX_EXACT_LATENTS", "BinaryVAE", "sigmoid_belief_net"]
 
@@ -114,6 +115,5 @@ def sigmoid_belief_net(
     seed: int = 0,
 ) -> BinaryVAE:
     """An untrained binary-latent VAE (exact log p(x) by enumeration for latent_dim <= 20)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return BinaryVAE(data_dim, latent_dim, hidden, activation)

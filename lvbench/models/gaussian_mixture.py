@@ -14,6 +14,7 @@ from lvbench.errors import LvbenchInputError
 from lvbench.models.base import LatentVariableModel
 from lvbench.models.encoders import CategoricalMLPEncoder, diagonal_normal
 from lvbench.registry import register_model
+from lvbench.seeding import seeded
 
 __all__ = ["GaussianMixture", "gaussian_mixture"]
 
@@ -85,8 +86,7 @@ class GaussianMixture(LatentVariableModel):
         logits = 0.5 * torch.randn(components, generator=g, dtype=torch.float64)
         means = separation * torch.randn(components, data_dim, generator=g, dtype=torch.float64)
         stds = 0.5 + torch.rand(components, data_dim, generator=g, dtype=torch.float64)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # the encoder's initial weights, too, come from the seed
+        with seeded(seed):  # the encoder's initial weights, too, come from the seed
             return cls(logits, means, stds).to(dtype)
 
 

@@ -25,6 +25,7 @@ from lvbench.models.base import ACTIVATIONS, LatentVariableModel, mlp
 from lvbench.models.encoders import GaussianMLPEncoder, diagonal_normal
 from lvbench.models.fused_mlp import inside_torch_func, linear_magnitude, mlp_forward
 from lvbench.registry import register_model
+from lvbench.seeding import seeded
 
 __all__ = ["VAE", "bernoulli_log_likelihood", "load_vae", "vae"]
 
@@ -236,6 +237,5 @@ def vae(
     seed: int = 0,
 ) -> VAE:
     """An untrained MLP VAE (train it with ``lvbench.training.train_vae`` or ``lvbench train``)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return VAE(data_dim, latent_dim, hidden, activation, likelihood)

@@ -33,12 +33,14 @@ from lvbench.declared import declared_violations
 from lvbench.experiments.store import atomic_write_text
 from lvbench.reports.escape import markdown, markdown_frame
 
-__all__ = ["compare", "holm", "point_metrics", "write_comparison"]
+__all__ = ["UNTESTED", "compare", "holm", "point_metrics", "write_comparison"]
 
 LIK_KEYS = ["model", "model_type", "estimator", "k", "device", "dtype"]
 GRAD_KEYS = ["model", "model_type", "estimator", "objective", "k", "device", "group"]
 #: What a cell is, for matching cells across folders and listing those without a partner or a result.
 CELL_KEYS = ["kind", "model", "model_type", "estimator", "objective", "k", "device", "dtype"]
+#: The ``metric`` of rows that are findings about cells, not statistical tests.
+UNTESTED = ("cell", "label collision", "declared property")
 #: metric -> +1 where larger is worse, -1 where smaller is worse
 WORSE = {"abs_bias": 1, "std": 1, "rmse": 1, "samples_per_second": -1, "snr_norm": -1}
 
@@ -165,30 +167,26 @@ def _coverage(sa: pd.DataFrame, sb: pd.DataFrame, types_a: dict, types_b: dict) 
     """One row per cell that cannot be compared, each a regression: done in A but missing or failed in B
     (or absent from B's spec), and labels naming different model types in A and B (not compared). Cells
     new in B are listed, not counted."""
-    rows = []
-    for label in sorted(set(types_a) & set(types_b)):
-        if types_a[label] != types_b[label]:
-            rows.append(
-                {
-                    "kind": "cell",
-                    "model": label,
-                    "metric": "label collision",
-                    "test": f"model {label!r} is {types_a[label]} in A but {types_b[label]} in B: not compared",
-                    "regression": True,
-                }
-            )
+    collided = sorted(label for label in set(types_a) & set(types_b) if types_a[label] != types_b[label])
+    rows = [
+        {
+            "kind": "cell",
+            "model": label,
+            "metric": "label collision",
+            "test": f"model {label!r} is {types_a[label]} in A but {types_b[label]} in B: not compared",
+            "regression": True,
+        }
+        for label in collided
+    ]
 
     def by_key(statuses: pd.DataFrame) -> dict[tuple, dict]:
-        if statuses.empty:
-            return {}
-        frame = statuses.copy()
-        frame["objective"] = (
-            frame["objective"].where(frame["objective"].notna(), None) if "objective" in frame else None
-        )
-        return {tuple(r[k] for k in CELL_KEYS): r for r in frame.to_dict("records")}
+        """cell -> its status record; a likelihood cell's objective is None in either folder."""
+        records = statuses.to_dict("records") if not statuses.empty else []
+        for r in records:
+            r["objective"] = r.get("objective") if isinstance(r.get("objective"), str) else None
+        return {tuple(r[k] for k in CELL_KEYS): r for r in records}
 
     cells_a, cells_b = by_key(sa), by_key(sb)
-    collided = {label for label in set(types_a) & set(types_b) if types_a[label] != types_b[label]}
     for key, ra in sorted(cells_a.items(), key=str):
         if ra["status"] != "done" or ra["model"] in collided:
             continue
@@ -227,8 +225,7 @@ def write_comparison(result: pd.DataFrame, out_dir: str, a_dir: str, b_dir: str)
     atomic_write_text(paths["csv"], result.to_csv(index=False))
     order = [c for c in ("regression", "significant", "p_adjusted") if c in result]
     shown = result.sort_values(order, ascending=[False, False, True][: len(order)]) if not result.empty else result
-    untested = ("cell", "label collision", "declared property")
-    tests = result[~result["metric"].isin(untested)] if "metric" in result else result
+    tests = result[~result["metric"].isin(UNTESTED)] if "metric" in result else result
     regressions = int(result["regression"].sum()) if not result.empty else 0
     significant = int(tests["significant"].sum()) if not tests.empty else 0
     uncovered = len(result) - len(tests)

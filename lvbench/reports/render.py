@@ -181,13 +181,13 @@ def write_report(out_dir: str) -> dict[str, str]:
     folder = os.path.join(out_dir, "report")
     figures_dir = os.path.join(folder, "figures")
     os.makedirs(figures_dir, exist_ok=True)
-    models = expected_models(out_dir, manifest)
-    raw = store.rows("likelihood", ids, models)
+    expected = expected_models(out_dir, manifest)
+    raw = store.rows("likelihood", ids, expected)
     lik = likelihood_summary(raw)
     if not lik.empty:
         lik["seconds_per_estimate"] = lik["seconds_per_estimate_batch"] / lik["points"]
-    grad = gradient_summary(store.rows("gradient", ids, models))
-    statuses = with_missing(store.statuses(ids), store, manifest["cells"], models)
+    grad = gradient_summary(store.rows("gradient", ids, expected))
+    statuses = with_missing(store.statuses(ids), store, manifest["cells"], expected)
     paths: dict[str, str] = {}
     for name, table, columns in (("summary", lik, LIKELIHOOD_COLUMNS), ("gradient_summary", grad, GRADIENT_COLUMNS)):
         if not table.empty:
