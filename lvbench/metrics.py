@@ -136,6 +136,7 @@ def summarize_estimates(estimates: np.ndarray, reference: np.ndarray | float, co
         "repeats": r,
         "points": n,
         # repeats equal to the last bit at every point: an estimator that reseeds itself, not a spread of 0
+        # (the runner clears it where the generator moved on between repeats: a proposal on one atom)
         "identical_repeats": bool(r > 1 and np.all(est == est[0])),
     }
 

@@ -108,7 +108,8 @@ def test_rerun_of_a_changed_spec_equals_a_fresh_run(tmp_path, change):
     removed = clean(str(shared))
     assert removed["cells"] > 0 and removed["models"] >= 1
     assert sorted(ResultStore(str(shared)).ids()) == sorted(read_manifest(str(shared))["cells"])
-    assert len(os.listdir(shared / "models")) == 2
+    assert len(list((shared / "models").glob("*.pt"))) == 2  # each beside the record of its SHA-256
+    assert len(list((shared / "models").glob("*.sha256"))) == 2 and len(os.listdir(shared / "models")) == 4
     assert_same_numbers(shared, fresh)
 
 

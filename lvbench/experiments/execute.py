@@ -29,7 +29,7 @@ from lvbench.errors import LvbenchInputError
 from lvbench.estimators.gradient.fitted import fit_control
 from lvbench.experiments.cells import Cell
 from lvbench.experiments.identity import digest
-from lvbench.experiments.isolate import CellWorker, run_isolated
+from lvbench.experiments.isolate import CellWorker, failure, run_isolated
 from lvbench.experiments.lock import RunLock
 from lvbench.experiments.plan import check_output_dir, plan_run, write_manifest
 from lvbench.experiments.prepare import load_prepared, prepare_model
@@ -85,7 +85,7 @@ def _likelihood_cell(cell: Cell, prepared, device: torch.device, tick: Callable[
     model, x = prepared.model, prepared.x
     opts = cell.options
     entry(model, x, num_samples=min(cell.k, 16), **opts)  # warm-up
-    estimates, seconds = [], []
+    estimates, seconds, generator_states = [], [], set()
     for _ in range(cell.repeats):
         sync(device)
         start = time.perf_counter()
@@ -95,6 +95,7 @@ def _likelihood_cell(cell: Cell, prepared, device: torch.device, tick: Callable[
         _check_estimate(est, x.shape[0])
         # a copy: an estimator may hand back the same buffer every call (a view would see only the last)
         estimates.append(est.detach().to("cpu", torch.float64).numpy().copy())
+        generator_states.add(_generator_state(device))
         tick(1)
     with PeakMemory(device) as memory:  # one more, untimed run: memory profiling slows the CPU down
         entry(model, x, num_samples=cell.k, **opts)
@@ -120,8 +121,17 @@ def _likelihood_cell(cell: Cell, prepared, device: torch.device, tick: Callable[
             "khat": np.tile(khat, r),
             "ess": np.tile(ess, r),
             "cell_id": cell.id,
+            # the generator moved on between repeats: equal repeats are then a degenerate proposal's, not
+            # an estimator that reseeds itself (or draws nothing)
+            "fresh_draws": len(generator_states) > 1,
         }
     )
+
+
+def _generator_state(device: torch.device) -> bytes:
+    """The state of the random generator the estimator draws from on ``device``."""
+    state = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.random.get_rng_state()
+    return bytes(state.numpy())
 
 
 def reference_seed(cell: Cell) -> int:
@@ -292,7 +302,7 @@ def _run_dask(cells: list[Cell], out_dir: str, workers: int, scheduler: str | No
                 yield cell, fut.result()
             except Exception as exc:  # noqa: BLE001 — KilledWorker and the like: the cell's process died
                 reason = f"the Dask worker running the cell died or failed ({type(exc).__name__}: {exc})"
-                yield cell, {"status": "failed", "rows": None, "reason": reason, "seconds": math.nan}
+                yield cell, failure(reason, math.nan)
     finally:
         client.close()
         if cluster is not None:

@@ -26,6 +26,8 @@ def likelihood_summary(rows: pd.DataFrame) -> pd.DataFrame:
         ref = cell.groupby("point")["reference"].first().to_numpy()
         ref_se = cell.groupby("point")["reference_se"].first().to_numpy()
         stats = summarize_estimates(est, ref)
+        if "fresh_draws" in cell and bool(cell["fresh_draws"].iloc[0]):  # equal values from fresh draws:
+            stats["identical_repeats"] = False  # a degenerate proposal (one atom), not a reseeding estimator
         n, k = est.shape[1], int(key[3])
         reference_se = float(np.sqrt(np.nansum(ref_se**2)) / n)
         stats["bias_se"] = float(math.hypot(stats["bias_se"], reference_se)) if est.shape[0] > 1 else math.nan
