@@ -3,15 +3,13 @@ injects one fault that used to lose or silently change numbers, and checks it no
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from helpers import make_plugin_dist
+from test_integrity import run_cli_env, write_spec
 
 from lvbench.cli import main
 from lvbench.estimators import estimator
@@ -227,31 +225,8 @@ def _plugin(site, offset, version="0.1"):
 
 
 def _run_plugin_spec(tmp_path, env):
-    spec = tmp_path / "spec.toml"
-    spec.write_text(
-        textwrap.dedent("""
-        [run]
-        seed = 0
-        repeats = 2
-        points = 3
-        [models.lg]
-        type = "linear_gaussian"
-        data_dim = 3
-        latent_dim = 1
-        encoder_fit = { steps = 5 }
-        [estimators.iwae]
-        k = [2]
-        [estimators.shifted_iwae]
-        k = [2]
-        """)
-    )
-    out = subprocess.run(
-        [sys.executable, "-m", "lvbench.cli", "run", str(spec), "--out", str(tmp_path / "o"), "--quiet"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-    )
+    spec = write_spec(tmp_path / "spec.toml", "[estimators.iwae]\nk = [2]\n[estimators.shifted_iwae]\nk = [2]\n")
+    out = run_cli_env(env, "run", str(spec), "--out", str(tmp_path / "o"), "--quiet")
     assert out.returncode == 0, out.stderr
     summary = pd.read_csv(tmp_path / "o" / "report" / "summary.csv").set_index("estimator")
     return out.stdout, float(summary.loc["shifted_iwae", "bias"]) - float(summary.loc["iwae", "bias"])
@@ -365,10 +340,7 @@ def test_a_full_disk_mid_run_is_one_line_keeps_finished_cells_and_resumes(tmp_pa
     import lvbench.experiments.store as store
 
     spec = tmp_path / "spec.toml"
-    spec.write_text(
-        '[run]\nseed = 0\nrepeats = 2\npoints = 3\n[models.lg]\ntype = "linear_gaussian"\ndata_dim = 3\n'
-        "latent_dim = 1\nencoder_fit = { steps = 5 }\n[estimators.iwae]\nk = [1, 2, 3]\n"
-    )
+    write_spec(spec, "[estimators.iwae]\nk = [1, 2, 3]\n")
     real, written = store.ResultStore.write, []
 
     def full_after_one(self, cell, status, *args, **kwargs):
@@ -423,29 +395,19 @@ def test_a_cell_that_kills_its_dask_worker_fails_only_itself(tmp_path):
         '    """Kills the process it runs in."""\n    os._exit(9)\n'
     )
     make_plugin_dist(site, "killer_plugin", "[lvbench.estimators]\nkiller = killer_plugin\n")
-    spec = tmp_path / "spec.toml"
-    spec.write_text(
-        '[run]\nseed = 0\nrepeats = 2\npoints = 3\n[models.lg]\ntype = "linear_gaussian"\ndata_dim = 3\n'
-        "latent_dim = 1\nencoder_fit = { steps = 5 }\n[estimators.iwae]\nk = [2]\n[estimators.kills_worker]\nk = [1]\n"
-    )
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lvbench.cli",
-            "run",
-            str(spec),
-            "--out",
-            str(tmp_path / "o"),
-            "--quiet",
-            "--executor",
-            "dask",
-            "--workers",
-            "8",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(site)},
+    spec = write_spec(tmp_path / "spec.toml", "[estimators.iwae]\nk = [2]\n[estimators.kills_worker]\nk = [1]\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = run_cli_env(
+        env,
+        "run",
+        str(spec),
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+        "--executor",
+        "dask",
+        "--workers",
+        "8",
         timeout=300,
     )
     assert out.returncode == 1, out.stderr
