@@ -6,16 +6,20 @@ Gaussian mixture by enumeration), for every model the estimator is compatible wi
   (CUDA too where present); a gradient surrogate is a differentiable real scalar;
 - determinism: the same seed gives the same bits; different seeds do not (an estimator that reseeds
   itself would report a spread of 0);
-- declared properties against exact ground truth, 5 standard errors from the estimator's own draws:
+- declared properties against exact ground truth, 5 standard errors from the estimator's own draws
+  (400 repeats, or as many as 20 s per model allow, at least 30):
   ``lower_bound``, ``unbiased_log``, ``unbiased_p`` (``lvbench.declared``), and for gradient estimators
   ``unbiased``: every coordinate of the mean of 2,000 draws within 5 SE of the exact gradient.
-Memory flat in k is measured by ``tests/test_likelihood.py`` and the asv suite, not here (it needs a
-fresh process per k to be meaningful).
+- memory flat in k (likelihood estimators): on a 20-dimensional linear-Gaussian model, the peak extra
+  memory at k = 10⁶ exceeds that at k = 10⁴ by less than one unstreamed [k, N, D] float32 tensor would
+  hold (160 MB for N = 2): an estimator that keeps all k samples fails, one streaming in chunks within
+  the memory budget (64 MiB on the CPU) passes. Skipped where k = 10⁶ would take over a minute.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 import pandas as pd
@@ -28,8 +32,13 @@ from lvbench.seeding import seeded
 
 __all__ = ["check_estimator"]
 
-REPEATS = 400
+#: Repeats for the declared likelihood properties: up to REPEATS, fewer (at least MIN_REPEATS) where they
+#: would take more than REPEAT_SECONDS per model (AIS's chains cost hundreds of gradient steps each);
+#: the test's SE comes from the repeats drawn, so fewer repeats make it weaker, never wrong.
+REPEATS, MIN_REPEATS, REPEAT_SECONDS = 400, 30, 20.0
 DRAWS = 2000
+#: The two budgets of the memory check, its model's data dimension and points, and its time limit.
+SMALL_K, LARGE_K, MEMORY_DIM, MEMORY_POINTS, MEMORY_SECONDS = 10**4, 10**6, 20, 2, 60.0
 
 
 def _models() -> dict[str, torch.nn.Module]:
@@ -88,10 +97,13 @@ def _likelihood(entry, label: str, model, x: torch.Tensor, k: int) -> list[dict]
     with torch.no_grad():
         truth = model.log_marginal(x).double().numpy()
     torch.manual_seed(3)
-    draws = torch.stack([entry(model, x, num_samples=k).double().clone() for _ in range(REPEATS)]).numpy()
+    draws, start = [], time.perf_counter()
+    while len(draws) < REPEATS and (len(draws) < MIN_REPEATS or time.perf_counter() - start < REPEAT_SECONDS):
+        draws.append(entry(model, x, num_samples=k).double().clone())
+    draws = torch.stack(draws).numpy()
     stats = summarize_estimates(draws, truth)
     bias, se = stats["bias"], stats["bias_se"]
-    text = f"bias {bias:+.4g} ± {se:.2g} nats at k = {k} ({REPEATS} repeats, {x.shape[0]} points)"
+    text = f"bias {bias:+.4g} ± {se:.2g} nats at k = {k} ({len(draws)} repeats, {x.shape[0]} points)"
     checks = {
         "lower_bound": bias <= Z_VIOLATION * se,
         "unbiased_log": abs(bias) <= Z_VIOLATION * se,
@@ -101,6 +113,31 @@ def _likelihood(entry, label: str, model, x: torch.Tensor, k: int) -> list[dict]
         if prop in entry.properties:
             rows.append(_row(f"declared {prop}", label, passed, text))
     return rows
+
+
+def _flat_memory(entry) -> dict:
+    """Peak extra memory at k = 10⁶ against k = 10⁴ (see the module's docstring)."""
+    from lvbench.measure import PeakMemory
+    from lvbench.models import LinearGaussian
+
+    label = f"linear_gaussian ({MEMORY_DIM}-dim)"
+    model = LinearGaussian.random(MEMORY_DIM, 5, 0.5, seed=0)
+    if incompatibility(entry, model, num_samples=LARGE_K) is not None:
+        return _row("memory flat in k", label, None, incompatibility(entry, model, num_samples=LARGE_K))
+    with torch.no_grad(), seeded(6):
+        x, _ = model.sample(MEMORY_POINTS)
+    peaks = {}
+    for k in (SMALL_K, LARGE_K):
+        start = time.perf_counter()
+        with PeakMemory("cpu") as memory:
+            entry(model, x, num_samples=k)
+        peaks[k] = memory.mb
+        if k == SMALL_K and (time.perf_counter() - start) * LARGE_K / SMALL_K > MEMORY_SECONDS:
+            return _row("memory flat in k", label, None, f"k = {LARGE_K:,} would take over {MEMORY_SECONDS:g} s")
+    unstreamed = LARGE_K * MEMORY_POINTS * MEMORY_DIM * 4 / 2**20
+    growth = peaks[LARGE_K] - peaks[SMALL_K]
+    detail = f"peak extra {peaks[SMALL_K]:.0f} MiB at k = {SMALL_K:,}, {peaks[LARGE_K]:.0f} MiB at k = {LARGE_K:,}"
+    return _row("memory flat in k", label, growth < unstreamed, f"{detail} (limit: +{unstreamed:.0f} MiB)")
 
 
 def _gradient(entry, label: str, model, x: torch.Tensor, k: int) -> list[dict]:
@@ -149,4 +186,6 @@ def check_estimator(name: str, k: int | None = None) -> pd.DataFrame:
             rows.append(_row("compatible", label, None, reason))
             continue
         rows += (_likelihood if entry.kind == "likelihood" else _gradient)(entry, label, model, x, k)
+    if entry.kind == "likelihood":
+        rows.append(_flat_memory(entry))
     return pd.DataFrame(rows)

@@ -467,7 +467,12 @@ def test_lvbench_check_fails_an_estimator_that_contradicts_its_declaration(capsy
     assert main(["check", "evidence_overshoot"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "declared unbiased_p" in out and "declared lower_bound" in out
-    assert main(["check", "evidence_reused_buffer"]) == 0  # declares nothing: the contract checks pass
+    # declares nothing, and a reused output buffer is no fault: only its unstreamed draws fail (memory)
+    assert main(["check", "evidence_reused_buffer"]) == 1
+    from lvbench.checks import check_estimator as check
+
+    reused = check("evidence_reused_buffer")
+    assert set(reused[reused["result"] == "FAIL"]["check"]) == {"memory flat in k"}
     from lvbench.checks import check_estimator
 
     table = check_estimator("score_function_loo")
@@ -508,3 +513,42 @@ def test_one_repeat_shows_no_spread_and_identical_repeats_are_flagged(tmp_path):
     run_experiment(parse_spec(toy(evidence_reseeds={"k": [3]})), str(tmp_path / "same"), progress=False)
     md = open(write_report(str(tmp_path / "same"))["markdown"]).read()
     assert "evidence_reseeds on lg at k = 3 violates its declared independent repeats" in md
+
+
+@estimator(
+    "evidence_biased_gradient",
+    kind="gradient",
+    objectives=("elbo",),
+    needs=("encoder", "reparameterizable"),
+    properties=("unbiased",),
+)
+def biased_gradient(model, x, k, objective="elbo"):
+    """The pathwise ELBO gradient plus 3 on every coordinate, while declaring itself unbiased."""
+    surrogate = get_estimator("reparam")(model, x, num_samples=k, objective=objective)
+    return surrogate + 3.0 * sum(p.sum() for p in model.parameters())
+
+
+@estimator("evidence_unstreamed", kind="likelihood", needs=("encoder",))
+def unstreamed(model, x, k):
+    """IWAE over all k samples at once: memory grows with k."""
+    q = model.encoder(x)
+    z = q.sample((k,))
+    return torch.logsumexp(model.log_joint(x, z) - q.log_prob(z), 0) - np.log(k)
+
+
+def test_a_gradient_estimator_that_contradicts_its_declared_unbiasedness_is_shown_first(tmp_path):
+    spec = {**TOY, "estimators": {}, "gradients": {"evidence_biased_gradient": {"k": [2], "repeats": 200}}}
+    run_experiment(parse_spec(spec), str(tmp_path), progress=False)
+    md = open(write_report(str(tmp_path))["markdown"]).read()
+    findings = md[md.index("## Findings") :].splitlines()
+    assert "evidence_biased_gradient on lg at k = 2 violates its declared unbiased" in findings[2], findings[2]
+    honest = {**TOY, "estimators": {}, "gradients": {"reparam": {"k": [2], "repeats": 200}}}
+    run_experiment(parse_spec(honest), str(tmp_path / "honest"), progress=False)
+    assert "violates its declared" not in open(write_report(str(tmp_path / "honest"))["markdown"]).read()
+
+
+def test_lvbench_check_fails_an_estimator_whose_memory_grows_with_k():
+    from lvbench.checks import check_estimator
+
+    table = check_estimator("evidence_unstreamed").set_index("check")
+    assert table.loc["memory flat in k", "result"] == "FAIL", table.loc["memory flat in k", "detail"]
