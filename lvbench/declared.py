@@ -11,11 +11,8 @@ For a likelihood cell whose reference is the exact log p(x) (zero reference SE):
 Repeats that are bit-identical at every point while torch's generator was left in the same state after
 each (an estimator that reseeds itself, or draws nothing) are flagged too: their spread of 0 is not a
 measurement. Equal repeats from fresh draws (a proposal whose mass sits on one atom of a discrete
-latent) are a measurement and are not flagged. For a gradient study against the exact gradient,
-``unbiased`` is violated when the largest |z| over the group's P coordinates (each coordinate's mean
-error over its SE) has a family-wise two-sided p-value P · 2Φ(−|z|) below that of 5 SE for one
-coordinate. The same checks run from ``lvbench check NAME`` (``lvbench.checks``) on fresh draws, and
-``lvbench compare`` counts a violation in B as a regression.
+latent) are a measurement and are not flagged. The same checks run from ``lvbench check NAME`` (``lvbench.checks``)
+on fresh draws, and ``lvbench compare`` counts a violation in B as a regression.
 """
 
 from __future__ import annotations
@@ -24,11 +21,10 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from lvbench.registry import ESTIMATORS
 
-__all__ = ["Z_VIOLATION", "all_violations", "declared_violations", "gradient_violations", "ratio_z"]
+__all__ = ["Z_VIOLATION", "declared_violations", "ratio_z"]
 
 #: How many standard errors past the declared side make a violation.
 Z_VIOLATION = 5.0
@@ -91,34 +87,3 @@ def declared_violations(summary: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFra
                     {**where, "property": "unbiased_p", "evidence": f"mean p̂/p exceeds 1 by {z:.1f} SE ({text})"}
                 )
     return pd.DataFrame(out)
-
-
-def gradient_violations(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per gradient study and group (θ, φ) against an exact reference: the declared ``unbiased`` refuted
-    when the largest coordinate z, corrected for the group's dimension, passes 5 SE (see above)."""
-    out = []
-    needed = {"bias_max_z", "dim", "reference"}
-    if summary.empty or not needed <= set(summary):
-        return pd.DataFrame(out)
-    threshold = 2 * stats.norm.sf(Z_VIOLATION)
-    for _, row in summary[summary["reference"] == "exact"].iterrows():
-        if "unbiased" not in _properties(row["estimator_name"]) or not np.isfinite(row["bias_max_z"]):
-            continue
-        p = min(1.0, float(row["dim"]) * 2 * stats.norm.sf(float(row["bias_max_z"])))
-        if p < threshold:
-            out.append(
-                {
-                    **{key: row[key] for key in ("model", "estimator", "k", "device")},
-                    "property": "unbiased",
-                    "evidence": f"{row['objective']} gradient, {row['group']}: largest coordinate error "
-                    f"{row['bias_max_z']:.1f} SE from the exact gradient (family-wise p = {p:.1e} over "
-                    f"{int(row['dim'])} coordinates)",
-                }
-            )
-    return pd.DataFrame(out)
-
-
-def all_violations(summary: pd.DataFrame, rows: pd.DataFrame, gradients: pd.DataFrame) -> pd.DataFrame:
-    """Likelihood and gradient violations together, as the report and compare show them."""
-    parts = [v for v in (declared_violations(summary, rows), gradient_violations(gradients)) if not v.empty]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

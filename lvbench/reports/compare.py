@@ -29,7 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from lvbench.api import load_results
-from lvbench.declared import all_violations
+from lvbench.declared import declared_violations
 from lvbench.experiments.store import atomic_write_text
 from lvbench.reports.escape import markdown, markdown_frame
 
@@ -143,7 +143,7 @@ def compare(a_dir: str, b_dir: str, alpha: float = 0.05, min_slowdown: float = 0
         big_enough = (result["metric"] != "samples_per_second") | (-result["relative_change"] > min_slowdown)
         result["regression"] = result["significant"] & worse & big_enough
     coverage = _coverage(a.statuses, b.statuses, types_a, types_b)
-    violated = all_violations(b.summary, b.rows, b.gradient_summary)
+    violated = declared_violations(b.summary, b.rows)
     if not violated.empty:  # B's numbers contradict what its estimators declare: a regression in itself
         violated = violated.assign(
             kind="cell",

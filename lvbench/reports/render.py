@@ -19,7 +19,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from lvbench.declared import all_violations
+from lvbench.declared import declared_violations
 from lvbench.errors import LvbenchInputError
 from lvbench.experiments.plan import expected_models, read_manifest
 from lvbench.experiments.store import ResultStore, atomic_write_text
@@ -196,7 +196,7 @@ def write_report(out_dir: str) -> dict[str, str]:
     if os.path.isfile(os.path.join(out_dir, "run.json")):
         with open(os.path.join(out_dir, "run.json")) as fh:
             run = json.load(fh)
-    violations = all_violations(lik, raw, grad)
+    violations = declared_violations(lik, raw)
     findings = violation_findings(violations) + likelihood_findings(lik) + gradient_findings(grad)
     models = manifest["models"]
     sections = _sections(

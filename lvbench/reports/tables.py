@@ -80,8 +80,6 @@ def gradient_summary(rows: pd.DataFrame) -> pd.DataFrame:
         "method",
         "reference",
         "is_reference",
-        "dim",
-        "bias_max_z",
         "fit",
     ]
     groups = rows[rows["group"].isin(["theta", "phi"])]
