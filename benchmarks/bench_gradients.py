@@ -4,7 +4,7 @@ analysis (vectorized with torch.func) against a loop of backward passes."""
 import torch
 
 import lvbench
-from lvbench.gradient_analysis import draw_gradients
+from lvbench.analysis.gradient_analysis import draw_gradients
 
 from .common import GRADIENT_K, gradient_names, models, objective, skip_if_incompatible, toy_for
 

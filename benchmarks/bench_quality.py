@@ -9,7 +9,7 @@ import math
 import torch
 
 import lvbench
-from lvbench.gradient_analysis import analyze_gradients
+from lvbench.analysis.gradient_analysis import analyze_gradients
 
 from .common import (
     ESTIMATOR_OPTIONS,

@@ -42,7 +42,7 @@ def models() -> dict:
 @functools.cache
 def toy(kind: str = "continuous"):
     """The default suite's toy models, with encoders fitted briefly: (model, x, exact log p(x))."""
-    from lvbench.training import fit_encoder
+    from lvbench.analysis.training import fit_encoder
 
     name = "linear_gaussian" if kind == "continuous" else "gaussian_mixture"
     model = lvbench.get_model(name)()
@@ -100,12 +100,12 @@ def sgemm_rates(seconds: float = 1.0) -> dict[str, float]:
     """The best single-precision GEMM rate (FLOP/s) of each matmul library torch can call here, with
     torch's current threads, over shapes like the decoder's chunks and a square one: "aten" is
     ``torch.mm`` (MKL on x86 wheels: half oneDNN's rate on the 2-core AMD EPYC, measured), "onednn"
-    the kernel lvbench's inference path uses (``lvbench.models.fused_mlp``), where available."""
-    from lvbench.models.fused_mlp import onednn_enabled
+    the kernel lvbench's inference path uses (``lvbench.compute.matmul``), where available."""
+    from lvbench.compute.matmul import onednn_enabled, onednn_linear
 
     gemms = {"aten": lambda a, b, bt: torch.mm(a, b)}
     if onednn_enabled():
-        gemms["onednn"] = lambda a, b, bt: torch.ops.mkldnn._linear_pointwise(a, bt, None, "none", [], "")
+        gemms["onednn"] = lambda a, b, bt: onednn_linear(a, bt)
     rates = {}
     with torch.inference_mode():
         for name, gemm in gemms.items():

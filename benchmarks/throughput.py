@@ -23,9 +23,9 @@ import time
 import torch
 
 import lvbench
+from lvbench.analysis.gradient_analysis import draw_gradients
+from lvbench.compute.measure import PeakMemory, sync
 from lvbench.experiments.execute import machine_info
-from lvbench.gradient_analysis import draw_gradients
-from lvbench.measure import PeakMemory, sync
 from lvbench.models import VAE
 
 

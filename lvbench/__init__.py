@@ -1,25 +1,15 @@
 """lvbench: how biased, how noisy and how fast is estimator E on model M at sample budget k?"""
 
 # The documented submodules, bound so that `import lvbench; lvbench.metrics.pareto_khat(...)` works.
-from lvbench import (  # noqa: F401  (estimators and models register the built-ins)
-    data,
-    errors,
-    estimators,
-    exact,
-    gradient_analysis,
-    measure,
-    metrics,
-    models,
-    training,
-    validation,
-)
+from lvbench import data, estimators, models  # noqa: F401  (estimators and models register the built-ins)
+from lvbench.analysis import exact, gradient_analysis, metrics, training  # noqa: F401
+from lvbench.analysis.inference_gaps import inference_gaps  # the function, as lvbench.analysis.inference_gaps(model, x)
 from lvbench.api import Results, load_results, run
-from lvbench.errors import LvbenchInputError, UnknownNameError
-from lvbench.estimators import IncompatibleError
-from lvbench.estimators.gradient.fitted import FittedControl, fit_control
-from lvbench.estimators.likelihood.ais import bdmc
-from lvbench.inference_gaps import inference_gaps  # the function, as lvbench.inference_gaps(model, x)
-from lvbench.registry import (
+from lvbench.compute import measure  # noqa: F401
+from lvbench.core import errors, validation  # noqa: F401
+from lvbench.core.code_identity import VERSION
+from lvbench.core.errors import LvbenchInputError, UnknownNameError
+from lvbench.core.registry import (
     get_estimator,
     get_model,
     incompatibility,
@@ -28,8 +18,11 @@ from lvbench.registry import (
     register_estimator,
     register_model,
 )
+from lvbench.estimators import IncompatibleError
+from lvbench.estimators.gradient.fitted import FittedControl, fit_control
+from lvbench.estimators.likelihood.ais import bdmc
 
-__version__ = "0.4.0"
+__version__ = VERSION
 
 __all__ = [
     "FittedControl",

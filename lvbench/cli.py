@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 
 import lvbench
+from lvbench.core.errors import LvbenchInputError
 from lvbench.describe import describe, describe_all
-from lvbench.errors import LvbenchInputError
 
 __all__ = ["main"]
 
@@ -74,6 +74,8 @@ def _detail(d: dict[str, Any]) -> str:
     for o in options:
         allowed = o["allowed"]
         allowed = ", ".join(repr(a) for a in allowed) if isinstance(allowed, list) else (allowed or "")
+        if "range" in o:
+            allowed = f"{allowed}, {o['range']}" if allowed else o["range"]
         lines.append(f"  {o['name']:{width}}  default {o['default']!r}" + (f"; {allowed}" if allowed else ""))
     if not options:
         lines.append("  (none)")
@@ -126,17 +128,22 @@ def _writable_file(path: str, flag: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from lvbench.analysis.training import train_vae
+    from lvbench.core.options import check_options
+    from lvbench.core.registry import MODELS, get_estimator, get_model, incompatibility
     from lvbench.data import load_dataset
     from lvbench.experiments.prepare import training_estimator
     from lvbench.experiments.store import atomic_write
     from lvbench.models import save_checkpoint
-    from lvbench.options import check_options
-    from lvbench.registry import get_estimator, get_model, incompatibility
-    from lvbench.training import train_vae
 
     device = _device(args.device)
     _writable_file(args.out, "--out")  # before training, not after
     factory = get_model(args.model)
+    if factory.dataset == "none":
+        trained = sorted(e.name for e in MODELS.entries() if e.dataset != "none")
+        raise LvbenchInputError(
+            f"--model {args.model} simulates its data and is not trained on a dataset; one of {trained}"
+        )
     given = {"latent_dim": args.latent_dim, "hidden": args.hidden, "activation": args.activation}
     options = {"path": args.data_path} if args.dataset == "mnist" else {"split": "train"}
     train = load_dataset(args.dataset, binarization=args.binarization, **options)
@@ -206,18 +213,15 @@ def _names(text: str | None) -> list[str] | None:
 
 def _spec(args: argparse.Namespace):
     """The spec file (or the default suite), narrowed by --models/--estimators/--k and changed by --set."""
-    from lvbench.experiments.spec import customize, default_spec_raw, parse_spec, read_spec
+    from lvbench.experiments.spec import resolve_spec
 
-    raw = read_spec(args.spec) if args.spec else default_spec_raw()
-    base_dir = os.path.dirname(os.path.abspath(args.spec)) if args.spec else "."
     k = None
     if args.k is not None:
         try:
             k = [int(v) for v in _names(args.k)]
         except ValueError:
             raise LvbenchInputError(f"--k must be comma-separated integers like 10,100; got {args.k!r}") from None
-    raw = customize(raw, _names(args.models), _names(args.estimators), k, args.set)
-    return parse_spec(raw, base_dir=base_dir)
+    return resolve_spec(args.spec or None, _names(args.models), _names(args.estimators), k, args.set)
 
 
 def _print_failures(out_dir: str) -> None:
@@ -271,7 +275,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from lvbench.checks import check_estimator
+    from lvbench.analysis.checks import check_estimator
 
     table = check_estimator(args.name, k=args.k)
     if args.json:
@@ -308,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("train", help="train a VAE or a binary-latent VAE on a dataset and write a checkpoint")
-    p.add_argument("--model", default="vae", choices=["vae", "sigmoid_belief_net"])
+    p.add_argument("--model", default="vae", help="a model type trained on data (lvbench list model): vae, ...")
     p.add_argument(
         "--estimator",
         help="gradient estimator (default: reparam where the latent allows it, else vimco for iwae with k >= 2, "

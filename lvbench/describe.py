@@ -7,10 +7,10 @@ import re
 import typing
 from typing import Any, Literal
 
-from lvbench.errors import UnknownNameError, did_you_mean
+from lvbench.core.errors import UnknownNameError, did_you_mean
+from lvbench.core.options import describe_annotation, signature_options, type_hints
+from lvbench.core.registry import ESTIMATORS, MODELS, Entry, get_estimator, get_model
 from lvbench.estimators.gradient.fitted import RUNNER_OPTIONS
-from lvbench.options import describe_annotation, signature_options, type_hints
-from lvbench.registry import ESTIMATORS, MODELS, Entry, get_estimator, get_model
 
 __all__ = ["describe", "describe_all", "plain_text"]
 
@@ -42,11 +42,15 @@ def _default(value: Any) -> Any:
 def _options(entry: Entry, skip: int) -> list[dict[str, Any]]:
     params, _ = signature_options(entry.obj, skip)
     hints = type_hints(entry.obj)
-    return [
-        {"name": name, "default": _default(p.default), "allowed": _allowed(hints.get(name))}
-        for name, p in params.items()
-        if name != "objective" and name not in RUNNER_OPTIONS
-    ]
+    options = []
+    for name, p in params.items():
+        if name == "objective" or name in RUNNER_OPTIONS:
+            continue
+        option = {"name": name, "default": _default(p.default), "allowed": _allowed(hints.get(name))}
+        if name in entry.constraints:  # the declared range, as the spec loader enforces it
+            option["range"] = f"must {entry.constraints[name].describe()}"
+        options.append(option)
+    return options
 
 
 def describe(name: str) -> dict[str, Any]:

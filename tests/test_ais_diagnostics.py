@@ -9,9 +9,9 @@ from reference_numpy import lg_log_marginal
 from scipy import stats
 
 import lvbench
+from lvbench.analysis.metrics import band_counts, effective_sample_size, khat_band, khat_threshold, pareto_khat
 from lvbench.estimators.likelihood import bdmc, log_importance_weights
 from lvbench.estimators.likelihood.ais import AISConfig, ais_log_weights, annealing_schedule, pilot_step_sizes
-from lvbench.metrics import band_counts, effective_sample_size, khat_band, khat_threshold, pareto_khat
 from lvbench.models import VAE, GaussianMixture, LinearGaussian
 
 

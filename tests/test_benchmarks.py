@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import lvbench
+from lvbench.analysis.gradient_analysis import draw_gradients
 from lvbench.estimators.likelihood.weights import log_weight_sampler
 from lvbench.estimators.proposals import resolve_proposal
-from lvbench.gradient_analysis import draw_gradients
 from lvbench.models import VAE, LinearGaussian
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

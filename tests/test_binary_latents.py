@@ -11,8 +11,8 @@ from helpers import assert_unbiased
 from scipy.special import logsumexp
 
 import lvbench
-from lvbench.exact import exact_gradient
-from lvbench.gradient_analysis import draw_gradients
+from lvbench.analysis.exact import exact_gradient
+from lvbench.analysis.gradient_analysis import draw_gradients
 from lvbench.models import BinaryVAE
 
 
@@ -108,7 +108,7 @@ def test_runner_skips_pathwise_estimators_on_binary_latents(tmp_path):
 def test_straight_through_estimators_are_measurably_biased(name, options):
     """Biased wherever the objective is not linear in z: with a decoder of large weights (f far from
     linear) the measured φ bias against the exact gradient is many standard errors."""
-    from lvbench.gradient_analysis import analyze_gradients
+    from lvbench.analysis.gradient_analysis import analyze_gradients
 
     m = small_model(1)
     with torch.no_grad():

@@ -10,8 +10,8 @@ import torch
 from reference_numpy import gaussian_renyi_divergence, lg_log_marginal, lg_posterior
 
 import lvbench
+from lvbench.compute.measure import HostSyncs
 from lvbench.estimators.likelihood.sumo import expected_cost
-from lvbench.measure import HostSyncs
 from lvbench.models import LinearGaussian
 
 

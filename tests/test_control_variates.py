@@ -11,8 +11,8 @@ from helpers import assert_unbiased
 from test_binary_latents import small_model
 
 import lvbench
-from lvbench.exact import exact_gradient
-from lvbench.gradient_analysis import analyze_gradients, draw_gradients
+from lvbench.analysis.exact import exact_gradient
+from lvbench.analysis.gradient_analysis import analyze_gradients, draw_gradients
 
 
 def phi_gradients(draws):

@@ -9,9 +9,9 @@ import torch
 
 import lvbench
 from lvbench import LvbenchInputError
+from lvbench.analysis.training import train_vae
 from lvbench.data import load_dataset, load_digits, load_mnist, sample_from_model
 from lvbench.models import VAE, LinearGaussian, load_vae
-from lvbench.training import train_vae
 
 
 def test_digits_bundled_static_and_dynamic():

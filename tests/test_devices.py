@@ -10,9 +10,9 @@ from helpers import assert_unbiased, gmm_model, gmm_numpy_gradient, lg_model, lg
 from reference_numpy import lg_elbo
 
 import lvbench
-from lvbench.gradient_analysis import draw_gradients
+from lvbench.analysis.gradient_analysis import draw_gradients
+from lvbench.analysis.training import train_vae
 from lvbench.models import VAE, LinearGaussian
-from lvbench.training import train_vae
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 

@@ -12,11 +12,11 @@ from helpers import make_plugin_dist
 from test_integrity import run_cli_env, write_spec
 
 from lvbench.cli import main
+from lvbench.core.registry import get_estimator
 from lvbench.estimators import estimator
 from lvbench.experiments import ResultStore, StoreWarning, parse_spec, plan_run, run_cell, run_experiment
 from lvbench.experiments.prepare import artifact_path, digest_path
 from lvbench.models import read_checkpoint
-from lvbench.registry import get_estimator
 from lvbench.reports import write_report
 
 TOY = {
@@ -469,11 +469,11 @@ def test_lvbench_check_fails_an_estimator_that_contradicts_its_declaration(capsy
     assert "FAIL" in out and "declared unbiased_p" in out and "declared lower_bound" in out
     # declares nothing, and a reused output buffer is no fault: only its unstreamed draws fail (memory)
     assert main(["check", "evidence_reused_buffer"]) == 1
-    from lvbench.checks import check_estimator as check
+    from lvbench.analysis.checks import check_estimator as check
 
     reused = check("evidence_reused_buffer")
     assert set(reused[reused["result"] == "FAIL"]["check"]) == {"memory flat in k"}
-    from lvbench.checks import check_estimator
+    from lvbench.analysis.checks import check_estimator
 
     table = check_estimator("score_function_loo")
     assert (table["result"] != "FAIL").all() and (table["check"] == "declared unbiased").sum() >= 2
@@ -524,7 +524,7 @@ def unstreamed(model, x, k):
 
 
 def test_lvbench_check_fails_an_estimator_whose_memory_grows_with_k():
-    from lvbench.checks import check_estimator
+    from lvbench.analysis.checks import check_estimator
 
     table = check_estimator("evidence_unstreamed").set_index("check")
     assert table.loc["memory flat in k", "result"] == "FAIL", table.loc["memory flat in k", "detail"]

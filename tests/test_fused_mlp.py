@@ -1,4 +1,4 @@
-"""The inference route of the VAE's decoder (``lvbench.models.fused_mlp`` and the Bernoulli
+"""The inference route of the VAE's decoder (``lvbench.compute.matmul`` and the Bernoulli
 log-likelihood without autograd) against numpy float64 references written here, on every device and with
 oneDNN on and off. Tolerances follow float32 rounding: a unit roundoff u = 2^-24 per operation, times the
 magnitudes summed (stated at each check)."""
@@ -11,10 +11,10 @@ import torch
 from scipy.special import expit, log_expit, logsumexp
 from torch import nn
 
+from lvbench.compute.bernoulli import bernoulli_log_likelihood, softplus_sum
+from lvbench.compute.matmul import cpu_matmul_backend, mlp_forward, onednn_enabled
 from lvbench.models import VAE
 from lvbench.models.base import mlp
-from lvbench.models.fused_mlp import cpu_matmul_backend, mlp_forward, onednn_enabled
-from lvbench.models.vae import bernoulli_log_likelihood, softplus_sum
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 #: torch.backends.mkldnn.flags(...) also sets oneDNN TF32 for Intel GPUs and warns that there are none

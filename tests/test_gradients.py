@@ -11,7 +11,7 @@ from reference_numpy import central_difference, lg_log_marginal
 from scipy import stats
 
 import lvbench
-from lvbench.gradient_analysis import analyze_gradients, draw_gradients, per_coordinate, summarize_gradients
+from lvbench.analysis.gradient_analysis import analyze_gradients, draw_gradients, per_coordinate, summarize_gradients
 from lvbench.models import LinearGaussian
 
 GRADIENT = ["dreg", "enumeration", "gumbel_softmax", "reparam", "score_function", "score_function_loo", "stl", "vimco"]
@@ -243,7 +243,7 @@ def test_vectorized_and_looped_draws_have_the_same_distribution():
 def test_log_marginal_reference_is_exact():
     m = lg_model(12)
     x, _ = m.sample(2)
-    from lvbench.exact import exact_gradient
+    from lvbench.analysis.exact import exact_gradient
 
     g = exact_gradient(m, x, "log_marginal")
     xn, sigma = x.numpy(), float(m.noise_std)
@@ -322,7 +322,7 @@ def test_exact_iwae_by_count_vectors_matches_numpy_tuples_and_monte_carlo_at_lar
     all C^k tuples (k = 5) and, at k = 100 where tuples are out of reach, against IWAE Monte Carlo."""
     from reference_numpy import gmm_objective
 
-    from lvbench.exact import exact_gradient, exact_objective, has_exact
+    from lvbench.analysis.exact import exact_gradient, exact_objective, has_exact
 
     m = gmm_model(3)
     x, _ = m.sample(4)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lvbench
-from lvbench.measure import HostSyncs
+from lvbench.compute.measure import HostSyncs
 from lvbench.models import VAE, BinaryVAE, GaussianMixture, LinearGaussian
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]

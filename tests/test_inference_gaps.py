@@ -8,7 +8,7 @@ import torch
 from reference_numpy import lg_log_marginal
 
 import lvbench
-from lvbench.inference_gaps import inference_gaps
+from lvbench.analysis.inference_gaps import inference_gaps
 from lvbench.models import VAE, GaussianMixture, LinearGaussian
 
 

@@ -19,6 +19,7 @@ from helpers import make_plugin_dist
 
 import lvbench
 from lvbench.cli import main
+from lvbench.compute.matmul import cpu_matmul_backend
 from lvbench.experiments import (
     ResultStore,
     SpecError,
@@ -31,7 +32,6 @@ from lvbench.experiments import (
     run_experiment,
 )
 from lvbench.models import VAE
-from lvbench.models.fused_mlp import cpu_matmul_backend
 from lvbench.reports import write_report
 
 BASE = {
@@ -565,7 +565,7 @@ def test_a_model_that_only_follows_the_protocol_works_everywhere(tmp_path):
     from scipy import stats
 
     model = ProtocolModel()
-    caps = lvbench.protocol.capabilities_of(model)
+    caps = lvbench.core.protocol.capabilities_of(model)
     assert caps == {"continuous_latent", "reparameterizable", "encoder"}
     x = torch.tensor([[0.3], [-1.2], [2.0]])
     exact = stats.norm(0, np.sqrt(1.5**2 + 0.7**2)).logpdf(x.numpy()[:, 0])

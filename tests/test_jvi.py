@@ -12,9 +12,9 @@ from scipy.special import logsumexp
 from test_bounds import closed_forms, lg_with_offset_encoder
 
 import lvbench
+from lvbench.compute.measure import HostSyncs
 from lvbench.estimators.likelihood import log_importance_weights
 from lvbench.estimators.likelihood.jvi import jackknife_coefficients, jackknife_from_log_weights
-from lvbench.measure import HostSyncs
 
 
 def brute_force_jvi(lw: np.ndarray, order: int) -> float:
@@ -101,7 +101,7 @@ def test_order_must_be_below_k_and_the_reason_is_given():
         est(m, x, num_samples=2, order=2)
     with pytest.raises(lvbench.LvbenchInputError, match="order must be an integer >= 1"):
         est(m, x, num_samples=5, order=0)
-    assert "needs k > 3" in lvbench.registry.incompatibility("jvi", m, num_samples=3, order=3)
+    assert "needs k > 3" in lvbench.core.registry.incompatibility("jvi", m, num_samples=3, order=3)
 
 
 @pytest.mark.parametrize("case", CASES)

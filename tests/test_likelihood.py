@@ -11,8 +11,8 @@ import torch
 from helpers import numpy_truth
 
 import lvbench
+from lvbench.compute.streaming import LogMeanExp, Mean
 from lvbench.estimators.likelihood import log_importance_weights
-from lvbench.estimators.streaming import LogMeanExp, Mean
 from lvbench.models import GaussianMixture, LinearGaussian
 
 LIKELIHOOD = ["naive_mc", "importance", "elbo", "iwae"]
@@ -183,7 +183,7 @@ def test_four_million_samples_in_flat_memory(name):
 def test_chunk_budget_is_cache_sized_on_cpu_and_a_sixteenth_of_a_gpu_capped_at_2_gib(monkeypatch):
     from types import SimpleNamespace
 
-    from lvbench.estimators import streaming
+    from lvbench.compute import streaming
 
     assert streaming.memory_budget("cpu") == 64 * 2**20
     for total, expected in [(8 * 2**30, 2**29), (141 * 10**9, 2 * 2**30)]:

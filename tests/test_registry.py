@@ -8,7 +8,7 @@ import pytest
 from helpers import make_plugin_dist
 
 import lvbench
-from lvbench.registry import ESTIMATORS
+from lvbench.core.registry import ESTIMATORS
 
 
 def test_duplicate_names_are_refused():

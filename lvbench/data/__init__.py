@@ -16,8 +16,8 @@ from importlib import resources
 import numpy as np
 import torch
 
-from lvbench.errors import LvbenchInputError
-from lvbench.seeding import seeded
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.seeding import seeded
 
 __all__ = ["BinarizedImages", "load_dataset", "load_digits", "load_mnist", "reference_vae_path", "sample_from_model"]
 

@@ -3,48 +3,37 @@
 from __future__ import annotations
 
 import functools
-import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from lvbench.options import check_options
-from lvbench.registry import get_estimator, incompatibility, register_estimator
-from lvbench.validation import LvbenchInputError, check_data, check_num_samples
+from lvbench.core.options import check_constraints, check_options
+from lvbench.core.registry import get_estimator, incompatibility, register_estimator
+from lvbench.core.validation import LvbenchInputError, check_data, check_num_samples
 
-__all__ = ["IncompatibleError", "estimator", "option_names"]
+__all__ = ["IncompatibleError", "estimator"]
 
 
 class IncompatibleError(LvbenchInputError):
     """The estimator cannot run on this model with these options (the message says why)."""
 
 
-def option_names(fn: Callable[..., Any]) -> list[str] | None:
-    """The keyword options an estimator function takes after (model, x, k); None if it takes **kwargs."""
-    fn = getattr(fn, "__wrapped__", fn)
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return None
-    return [n for n, p in list(params.items())[3:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
 def estimator(
     name: str,
     *,
     kind: str,
-    needs: Iterable[str] = (),
-    properties: Iterable[str] = (),
-    objectives: Iterable[str] = (),
-    min_k: int = 1,
     no_grad: bool | None = None,
-    **meta: Any,
+    **registration: Any,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Register ``fn(model, x, k, **options)`` as estimator ``name``, called as ``est(model, x, num_samples=k)``.
 
-    The registered callable validates x (shape, dtype, device, NaN) and k (>= 1), refuses an
-    incompatible model/option pairing with the reason, and for likelihood estimators runs under
-    ``torch.inference_mode`` (``no_grad=False`` keeps autograd, e.g. for AIS's z-gradients).
+    ``registration``: the keywords of ``register_estimator`` (needs, properties, objectives, min_k, the
+    hooks check / log_weights / fit, unbiased_for, constraints, surrogate_is_objective), checked there.
+    The registered callable validates its options (names, types, declared ranges), x (shape, dtype,
+    device, NaN) and k (>= 1), refuses an incompatible model/option pairing with the reason, and for
+    likelihood estimators runs under ``torch.inference_mode`` (``no_grad=False`` keeps autograd, e.g. for
+    AIS's z-gradients).
     """
     no_grad = (kind == "likelihood") if no_grad is None else no_grad
 
@@ -52,9 +41,11 @@ def estimator(
         @functools.wraps(fn)
         def run(model: torch.nn.Module, x: torch.Tensor, num_samples: int = 1, **options: Any) -> torch.Tensor:
             check_options(fn, options, f"estimator {name!r}", skip=3)
+            entry = get_estimator(name)
+            check_constraints(entry.constraints, options, f"{name}: ")
             k = check_num_samples(num_samples)
             x = check_data(x, model, getattr(model, "data_dim", None))
-            reason = incompatibility(get_estimator(name), model, num_samples=k, **options)
+            reason = incompatibility(entry, model, num_samples=k, **options)
             if reason is not None:
                 raise IncompatibleError(reason)
             if no_grad:
@@ -63,9 +54,7 @@ def estimator(
             return fn(model, x, k, **options)
 
         run.__wrapped__ = fn
-        register_estimator(
-            name, kind=kind, needs=needs, properties=properties, objectives=objectives, min_k=min_k, **meta
-        )(run)
+        register_estimator(name, kind=kind, **registration)(run)
         return run
 
     return decorate

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from lvbench.protocol import enumerate_latents
-from lvbench.validation import LvbenchInputError
+from lvbench.core.protocol import ProposalName, enumerate_latents
+from lvbench.core.validation import LvbenchInputError
 
 __all__ = ["Proposal", "resolve_proposal", "sample_with_log_prob", "uniform_proposal"]
 
 #: A proposal by name (the spec's only form), a Distribution with batch shape [N], or x -> Distribution.
-Proposal = Literal["encoder", "posterior", "prior"] | Distribution | Callable[[torch.Tensor], Distribution]
+Proposal = ProposalName | Distribution | Callable[[torch.Tensor], Distribution]
 
 
 def _is_diagonal_normal(q: Distribution) -> bool:

@@ -16,12 +16,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lvbench.code_identity import lvbench_version
-from lvbench.estimators.base import option_names
+from lvbench.compute.matmul import cpu_matmul_backend
+from lvbench.core.code_identity import lvbench_version
+from lvbench.core.options import signature_options
+from lvbench.core.registry import get_estimator, incompatibility
 from lvbench.experiments.identity import digest
 from lvbench.experiments.spec import Spec
-from lvbench.models.fused_mlp import cpu_matmul_backend
-from lvbench.registry import get_estimator, incompatibility
 
 __all__ = ["Cell", "expand"]
 
@@ -93,8 +93,8 @@ def expand(
                     continue
                 entry = get_estimator(es.estimator)
                 options = dict(es.options)
-                names = option_names(entry.obj)
-                if es.kind == "likelihood" and "proposal" not in options and (names is None or "proposal" in names):
+                params, takes_any = signature_options(entry.obj, 3)
+                if es.kind == "likelihood" and "proposal" not in options and (takes_any or "proposal" in params):
                     options["proposal"] = ms.proposal
                 for device in devices or run.devices:
                     for k in es.k:

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from lvbench.experiments.measure_cell import run_cell
+
 __all__ = ["CellWorker", "failure", "run_isolated", "serve"]
 
 
@@ -151,8 +153,6 @@ def _exit_with_parent(parent: int) -> None:
 
 def serve(fd_in: int, fd_out: int, parent: int) -> None:
     """The child's loop: receive (cell, args), run it, send the result; exit when the parent is gone."""
-    from lvbench.experiments.execute import run_cell
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     inbox, outbox = Connection(fd_in, writable=False), Connection(fd_out, readable=False)

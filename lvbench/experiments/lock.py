@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 
-from lvbench.errors import LvbenchInputError
+from lvbench.core.errors import LvbenchInputError
 
 __all__ = ["FolderBusy", "RunLock"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from lvbench.errors import LvbenchInputError
+from lvbench.core.errors import LvbenchInputError
 from lvbench.experiments.cells import Cell, expand
 from lvbench.experiments.prepare import artifact_digest, artifact_path, digest_path, instantiate, model_key
 from lvbench.experiments.spec import Spec

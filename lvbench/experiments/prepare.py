@@ -20,22 +20,22 @@ from typing import Any
 
 import torch
 
-from lvbench.code_identity import lvbench_version
+from lvbench.analysis.inference_gaps import inference_gaps
+from lvbench.analysis.training import fit_encoder, train_vae
+from lvbench.core.code_identity import lvbench_version
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.protocol import capabilities_of
+from lvbench.core.registry import get_estimator, get_model
+from lvbench.core.seeding import seeded
 from lvbench.data import load_dataset, sample_from_model
-from lvbench.errors import LvbenchInputError
 from lvbench.experiments.identity import digest, file_digest
 from lvbench.experiments.spec import ModelSpec, RunSettings, SpecError
 from lvbench.experiments.store import StoreWarning, atomic_write, atomic_write_text, warn_untrusted
-from lvbench.inference_gaps import inference_gaps
-from lvbench.models.checkpoint import read_checkpoint
-from lvbench.models.vae import load_state, load_weights_only
-from lvbench.protocol import capabilities_of
-from lvbench.registry import get_estimator, get_model
-from lvbench.seeding import seeded
-from lvbench.training import fit_encoder, train_vae
+from lvbench.models.checkpoint import load_state, load_weights_only, read_checkpoint
 
 __all__ = [
     "PreparedModel",
+    "prepared_extras",
     "artifact_digest",
     "instantiate",
     "load_prepared",
@@ -68,6 +68,17 @@ class PreparedModel:
 
 def artifact_path(out_dir: str, key: str) -> str:
     return os.path.join(out_dir, "models", f"{key}.pt")
+
+
+def prepared_extras(out_dir: str, models: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """{label: what was measured when the model was prepared (inference gaps, BDMC)} for the models
+    ({label: key}) whose artifact exists: the rows reports build their tables from."""
+    extras = {}
+    for label, key in sorted(models.items()):
+        path = artifact_path(out_dir, key)
+        if os.path.isfile(path):
+            extras[label] = load_weights_only(path, what="prepared-model artifact").get("extras", {})
+    return extras
 
 
 def digest_path(out_dir: str, key: str) -> str:
@@ -127,7 +138,7 @@ def _params(ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
     the checkpoint's architecture."""
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ms.params.items()}
     factory = get_model(ms.type).obj
-    from lvbench.options import signature_options
+    from lvbench.core.options import signature_options
 
     names, var_kw = signature_options(factory)
     if "seed" in names or var_kw:
@@ -261,44 +272,16 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
         except LvbenchInputError as exc:
             warnings.warn(f"{os.path.relpath(path, out_dir)}: {exc}; preparing it again", StoreWarning, stacklevel=2)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    dtype = DTYPES[run.dtype]
     params = config["params"]
     extras: dict[str, Any] = {}
-    model = _build(ms.type, params, dtype)
+    model = _build(ms.type, params, DTYPES[run.dtype])
     _check_finite(model, ms.label, "as built")
     if ms.dataset is not None:
-        if ms.checkpoint is not None:
-            load_state(model, read_checkpoint(ms.checkpoint).state_dict, ms.checkpoint)
-            extras["checkpoint"] = ms.checkpoint
-            _check_finite(model, ms.label, f"in checkpoint {ms.checkpoint}")
-        else:
-            data = load_dataset(ms.dataset, **_dataset_options(ms))
-            train = {"seed": run.seed, "estimator": training_estimator(model, config["train"]), **config["train"]}
-            history = train_vae(model, data, progress=progress, **train)
-            extras["train"] = dict(config["train"])
-            extras["train_final_objective"] = float(history["objective"].iloc[-1])
-            _check_finite(model, ms.label, "after training (diverged? lower train.lr)")
-        if ms.dataset == "digits":
-            test = load_dataset("digits", split="test", binarization="static", seed=run.seed)
-        else:
-            test = load_dataset(ms.dataset, **{**_dataset_options(ms), "binarization": "static"})
-        x = test.tensor()[: ms.points].to(dtype)
+        x = _fit_to_dataset(model, ms, config, run, extras, progress)
     else:
-        x, _ = sample_from_model(model, ms.points, seed=run.seed + 1)
-        if getattr(model, "encoder", None) is not None:
-            fit = {"seed": run.seed, **config["encoder_fit"]}
-            train_x, _ = sample_from_model(model, int(fit.pop("train_points")), seed=fit["seed"] + 2)
-            trace = fit_encoder(model, train_x, **fit)
-            extras["encoder_fit_elbo"] = trace[-1]
-            _check_finite(model, ms.label, "after fitting its encoder (lower encoder_fit.lr)")
+        x = _fit_to_own_data(model, ms, config, run, extras)
     weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    if "exact_marginal" in capabilities_of(model):
-        with torch.no_grad():
-            reference = model.log_marginal(x).double()
-        reference_se, reference_name = torch.zeros_like(reference), "exact log p(x)"
-    else:
-        with torch.no_grad():
-            reference, reference_se, reference_name = _reference(model, x, config["reference"], run.seed)
+    reference, reference_se, reference_name = _reference_of(model, x, config, run)
     _check_unchanged(model, weights, ms.label, f"computing its reference ({reference_name})")
     if ms.bdmc:
         extras["bdmc"] = _bdmc(model, config["bdmc"], run)
@@ -321,15 +304,64 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
         "reference_name": reference_name,
         "extras": extras,
     }
+    _save_artifact(out_dir, key, artifact)
+    return key
+
+
+def _fit_to_dataset(model, ms: ModelSpec, config: dict, run: RunSettings, extras: dict, progress: bool) -> torch.Tensor:
+    """A model trained on data: its weights from the checkpoint, or trained on the dataset's training part;
+    returns the evaluation points, the first ``points`` of the held-out part, statically binarized."""
+    if ms.checkpoint is not None:
+        load_state(model, read_checkpoint(ms.checkpoint).state_dict, ms.checkpoint)
+        extras["checkpoint"] = ms.checkpoint
+        _check_finite(model, ms.label, f"in checkpoint {ms.checkpoint}")
+    else:
+        data = load_dataset(ms.dataset, **_dataset_options(ms))
+        train = {"seed": run.seed, "estimator": training_estimator(model, config["train"]), **config["train"]}
+        history = train_vae(model, data, progress=progress, **train)
+        extras["train"] = dict(config["train"])
+        extras["train_final_objective"] = float(history["objective"].iloc[-1])
+        _check_finite(model, ms.label, "after training (diverged? lower train.lr)")
+    if ms.dataset == "digits":
+        test = load_dataset("digits", split="test", binarization="static", seed=run.seed)
+    else:
+        test = load_dataset(ms.dataset, **{**_dataset_options(ms), "binarization": "static"})
+    return test.tensor()[: ms.points].to(DTYPES[run.dtype])
+
+
+def _fit_to_own_data(model, ms: ModelSpec, config: dict, run: RunSettings, extras: dict) -> torch.Tensor:
+    """A model that simulates its data: the evaluation points drawn from it, and its encoder fitted on
+    other draws from it; returns the evaluation points."""
+    x, _ = sample_from_model(model, ms.points, seed=run.seed + 1)
+    if getattr(model, "encoder", None) is not None:
+        fit = {"seed": run.seed, **config["encoder_fit"]}
+        train_x, _ = sample_from_model(model, int(fit.pop("train_points")), seed=fit["seed"] + 2)
+        trace = fit_encoder(model, train_x, **fit)
+        extras["encoder_fit_elbo"] = trace[-1]
+        _check_finite(model, ms.label, "after fitting its encoder (lower encoder_fit.lr)")
+    return x
+
+
+def _reference_of(model, x: torch.Tensor, config: dict, run: RunSettings) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(reference log p(x) [N], its standard error, its name): exact where the model has it, else the
+    spec's reference estimator."""
+    with torch.no_grad():
+        if "exact_marginal" in capabilities_of(model):
+            reference = model.log_marginal(x).double()
+            return reference, torch.zeros_like(reference), "exact log p(x)"
+        return _reference(model, x, config["reference"], run.seed)
+
+
+def _save_artifact(out_dir: str, key: str, artifact: dict[str, Any]) -> None:
+    """The artifact, then the record of its digest (the commit point: a model is prepared once both exist)."""
     recorded = {}
 
     def save(tmp: str) -> None:
         torch.save(artifact, tmp)
         recorded["sha256"] = file_digest(tmp)
 
-    atomic_write(path, save)  # the artifact, then the record of its digest (the commit point)
+    atomic_write(artifact_path(out_dir, key), save)
     atomic_write_text(digest_path(out_dir, key), recorded["sha256"] + "\n")
-    return key
 
 
 def _check_unchanged(model: torch.nn.Module, weights: dict[str, torch.Tensor], label: str, what: str) -> None:

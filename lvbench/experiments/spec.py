@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
@@ -13,15 +14,25 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from lvbench.errors import LvbenchInputError, UnknownNameError, did_you_mean
+from lvbench.core.errors import LvbenchInputError, UnknownNameError, did_you_mean
+from lvbench.core.options import check_constraints, check_keys, check_options, check_value
+from lvbench.core.protocol import PROPOSAL_NEEDS
+from lvbench.core.registry import MODELS, Entry, get_estimator, get_model
 from lvbench.estimators.gradient.fitted import RUNNER_OPTIONS
-from lvbench.options import check_keys, check_options, check_value
-from lvbench.registry import Entry, get_estimator, get_model
 
-__all__ = ["EstimatorSpec", "ModelSpec", "RunSettings", "Spec", "SpecError", "default_spec", "load_spec"]
+__all__ = [
+    "EstimatorSpec",
+    "ModelSpec",
+    "RunSettings",
+    "Spec",
+    "SpecError",
+    "default_spec",
+    "load_spec",
+    "resolve_spec",
+]
 
 DTYPES = ("float32", "float64")
-PROPOSALS = ("encoder", "posterior", "prior")
+PROPOSALS = tuple(PROPOSAL_NEEDS)
 
 
 class SpecError(LvbenchInputError):
@@ -183,8 +194,6 @@ TRAIN_KEYS = {
     "seed": int,
     "estimator": str,  # the gradient estimator that trains it (default: reparam, else vimco / disarm)
 }
-#: Model types trained on a dataset (the others simulate their data from their own ground truth).
-TRAINED_ON_DATA = ("vae", "sigmoid_belief_net")
 ENCODER_FIT_KEYS = {"steps": int, "lr": float, "k": int, "train_points": int, "seed": int}
 DATASET_KEYS = {"name": str, "path": str, "binarization": Literal["static", "dynamic", "threshold", "none"]}
 ESTIMATOR_TABLE_KEYS = ("k", "repeats", "models", "estimator", "objective", "cell_timeout")
@@ -221,67 +230,14 @@ def _model(label: str, raw: dict[str, Any], run: RunSettings, base_dir: str) -> 
     proposal = raw.get("proposal", "encoder")
     if proposal not in PROPOSALS:
         raise SpecError(f"{where}.proposal must be one of {PROPOSALS}, got {proposal!r}")
-    dataset = raw.get("dataset")
-    dataset_options: dict[str, Any] = {}
-    if isinstance(dataset, dict):
-        _fixed_table(dataset, DATASET_KEYS, f"{where}.dataset")
-        dataset_options = {k: v for k, v in dataset.items() if k != "name"}
-        dataset = dataset.get("name")
-    if dataset is not None and dataset not in ("digits", "mnist"):
-        raise SpecError(f"{where}.dataset must be 'digits' or 'mnist' (or a table with name=...), got {dataset!r}")
-    if "path" in dataset_options:
-        dataset_options["path"] = os.path.join(base_dir, os.path.expanduser(dataset_options["path"]))
-        if not os.path.isfile(dataset_options["path"]):
-            raise SpecError(f"{where}.dataset.path: file not found: {dataset_options['path']}")
-    checkpoint = raw.get("checkpoint")
-    if checkpoint is not None:
-        checkpoint = os.path.join(base_dir, os.path.expanduser(checkpoint))
-        if os.path.isdir(checkpoint):
-            raise SpecError(f"{where}.checkpoint: {checkpoint} is a folder, not a checkpoint file")
-        if not os.path.isfile(checkpoint):
-            raise SpecError(f"{where}.checkpoint: file not found: {checkpoint}")
-    train = _fixed_table(_table(raw.get("train", {}), f"{where}.train"), TRAIN_KEYS, f"{where}.train")
-    for key in ("epochs", "k", "batch_size"):
-        if key in train:
-            _int(train[key], f"{where}.train.{key}")
-    if "estimator" in train:
-        try:
-            trainer = get_estimator(train["estimator"])
-        except LvbenchInputError as exc:
-            raise SpecError(f"{where}.train.estimator: {exc}") from None
-        if trainer.kind != "gradient":
-            raise SpecError(f"{where}.train.estimator: {trainer.name!r} is not a gradient estimator")
+    dataset, dataset_options = _dataset(raw.get("dataset"), factory, where, base_dir)
+    checkpoint = _checkpoint(raw.get("checkpoint"), where, base_dir)
+    train = _train(raw.get("train", {}), where)
     if "train" in raw and checkpoint is not None:
         raise SpecError(f"[{where}] has both `train` and `checkpoint`: a checkpoint is already trained; keep one")
     encoder_fit = _fixed_table(
         _table(raw.get("encoder_fit", {}), f"{where}.encoder_fit"), ENCODER_FIT_KEYS, f"{where}.encoder_fit"
     )
-    if dataset is not None and raw["type"] not in TRAINED_ON_DATA:
-        raise SpecError(
-            f"{where}: `dataset` is only for types {sorted(TRAINED_ON_DATA)} (toy models simulate their data)"
-        )
-    if raw["type"] == "vae" and dataset is None:
-        raise SpecError(f"[{where}] (a VAE) needs `dataset` ('digits' or 'mnist')")
-    reference = _table(raw.get("reference", {}), f"{where}.reference")
-    try:
-        ref_entry = get_estimator(reference.get("estimator", "iwae"))
-    except LvbenchInputError as exc:
-        raise SpecError(f"{where}.reference.estimator: {exc}") from None
-    if ref_entry.kind != "likelihood":
-        raise SpecError(f"{where}.reference.estimator: {ref_entry.name!r} is not a likelihood estimator")
-    ref_options = {k: v for k, v in reference.items() if k not in ("estimator", "k", "repeats")}
-    _options(ref_entry.obj, ref_options, f"{where}.reference", 3, also=("estimator", "k", "repeats"))
-    for key in ("k", "repeats"):
-        if key in reference:
-            _int(reference[key], f"{where}.reference.{key}")
-    bdmc = _table(raw.get("bdmc", {}), f"{where}.bdmc")
-    if bdmc:
-        from lvbench.estimators.likelihood.ais import bdmc as bdmc_fn
-
-        _options(bdmc_fn, {k: v for k, v in bdmc.items() if k != "points"}, f"{where}.bdmc", 3, also=("points",))
-        if "points" in bdmc:
-            _int(bdmc["points"], f"{where}.bdmc.points")
-    params = {k: v for k, v in raw.items() if k not in MODEL_KEYS}
     return ModelSpec(
         label=label,
         type=raw["type"],
@@ -293,10 +249,96 @@ def _model(label: str, raw: dict[str, Any], run: RunSettings, base_dir: str) -> 
         train=train,
         checkpoint=checkpoint,
         encoder_fit=encoder_fit,
-        reference=reference,
-        bdmc=bdmc,
+        reference=_reference(raw.get("reference", {}), where),
+        bdmc=_bdmc(raw.get("bdmc", {}), where),
         inference_gaps=_gaps(raw, where),
     )
+
+
+def _dataset(dataset: Any, factory: Entry, where: str, base_dir: str) -> tuple[str | None, dict[str, Any]]:
+    """(dataset name, its options) of a model table, checked against what the model type declares
+    (``register_model(..., dataset=...)``: none, optional or required)."""
+    options: dict[str, Any] = {}
+    if isinstance(dataset, dict):
+        _fixed_table(dataset, DATASET_KEYS, f"{where}.dataset")
+        options = {k: v for k, v in dataset.items() if k != "name"}
+        dataset = dataset.get("name")
+    if dataset is not None and dataset not in ("digits", "mnist"):
+        raise SpecError(f"{where}.dataset must be 'digits' or 'mnist' (or a table with name=...), got {dataset!r}")
+    if "path" in options:
+        options["path"] = os.path.join(base_dir, os.path.expanduser(options["path"]))
+        if not os.path.isfile(options["path"]):
+            raise SpecError(f"{where}.dataset.path: file not found: {options['path']}")
+    if dataset is not None and factory.dataset == "none":
+        trained = sorted(e.name for e in MODELS.entries() if e.dataset != "none")
+        raise SpecError(f"{where}: `dataset` is only for types {trained} (toy models simulate their data)")
+    if dataset is None and factory.dataset == "required":
+        raise SpecError(f"[{where}] (a {factory.name!r}) needs `dataset` ('digits' or 'mnist')")
+    return dataset, options
+
+
+def _checkpoint(checkpoint: Any, where: str, base_dir: str) -> str | None:
+    if checkpoint is None:
+        return None
+    checkpoint = os.path.join(base_dir, os.path.expanduser(checkpoint))
+    if os.path.isdir(checkpoint):
+        raise SpecError(f"{where}.checkpoint: {checkpoint} is a folder, not a checkpoint file")
+    if not os.path.isfile(checkpoint):
+        raise SpecError(f"{where}.checkpoint: file not found: {checkpoint}")
+    return checkpoint
+
+
+def _train(raw: Any, where: str) -> dict[str, Any]:
+    train = _fixed_table(_table(raw, f"{where}.train"), TRAIN_KEYS, f"{where}.train")
+    for key in ("epochs", "k", "batch_size"):
+        if key in train:
+            _int(train[key], f"{where}.train.{key}")
+    if "estimator" in train:
+        try:
+            trainer = get_estimator(train["estimator"])
+        except LvbenchInputError as exc:
+            raise SpecError(f"{where}.train.estimator: {exc}") from None
+        if trainer.kind != "gradient":
+            raise SpecError(f"{where}.train.estimator: {trainer.name!r} is not a gradient estimator")
+    return train
+
+
+def _reference(raw: Any, where: str) -> dict[str, Any]:
+    reference = _table(raw, f"{where}.reference")
+    try:
+        ref_entry = get_estimator(reference.get("estimator", "iwae"))
+    except LvbenchInputError as exc:
+        raise SpecError(f"{where}.reference.estimator: {exc}") from None
+    if ref_entry.kind != "likelihood":
+        raise SpecError(f"{where}.reference.estimator: {ref_entry.name!r} is not a likelihood estimator")
+    ref_options = {k: v for k, v in reference.items() if k not in ("estimator", "k", "repeats")}
+    _options(ref_entry.obj, ref_options, f"{where}.reference", 3, also=("estimator", "k", "repeats"))
+    _constraints(ref_entry.constraints, ref_options, f"{where}.reference.")
+    for key in ("k", "repeats"):
+        if key in reference:
+            _int(reference[key], f"{where}.reference.{key}")
+    return reference
+
+
+def _bdmc(raw: Any, where: str) -> dict[str, Any]:
+    bdmc = _table(raw, f"{where}.bdmc")
+    if bdmc:
+        from lvbench.estimators.likelihood.ais import AIS_CONSTRAINTS
+        from lvbench.estimators.likelihood.ais import bdmc as bdmc_fn
+
+        options = {k: v for k, v in bdmc.items() if k != "points"}
+        _options(bdmc_fn, options, f"{where}.bdmc", 3, also=("points",))
+        _constraints(AIS_CONSTRAINTS, options, f"{where}.bdmc.")
+        if "points" in bdmc:
+            _int(bdmc["points"], f"{where}.bdmc.points")
+    return bdmc
+
+
+def _constraints(constraints: dict[str, Any], options: dict[str, Any], prefix: str) -> None:
+    try:
+        check_constraints(constraints, options, prefix)
+    except LvbenchInputError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _estimator(label: str, raw: dict[str, Any], section: str) -> EstimatorSpec:
@@ -344,6 +386,7 @@ def _check_estimator_options(entry: Entry, options: dict[str, Any], where: str) 
         if name in own:
             raise SpecError(f"[{where}].{name} is set by the runner (fitted before the study), not by a spec")
     _options(entry.obj, own, f"[{where}]", 3, extra=extra, also=ESTIMATOR_TABLE_KEYS)
+    _constraints(entry.constraints, own, f"{where}.")  # declared ranges: refused now, not when the cell runs
 
 
 def parse_spec(raw: dict[str, Any], base_dir: str = ".") -> Spec:
@@ -497,3 +540,28 @@ def default_spec_raw() -> dict[str, Any]:
 def default_spec() -> Spec:
     """The default suite: both toy models and a VAE trained on the bundled digits."""
     return parse_spec(default_spec_raw())
+
+
+def resolve_spec(
+    spec: Spec | dict[str, Any] | str | os.PathLike[str] | None = None,
+    models: Iterable[str] | None = None,
+    estimators: Iterable[str] | None = None,
+    k: Iterable[int] | None = None,
+    sets: Iterable[str] | None = None,
+) -> Spec:
+    """The one way a spec is loaded (the command line and ``lvbench.run`` both come here): a TOML path, a
+    dict as read from TOML, a ``Spec``, or None for the default suite, narrowed to the ``models`` and
+    ``estimators`` labels, given the budgets ``k`` and changed by ``sets``, then validated."""
+    base_dir = "."
+    if isinstance(spec, Spec):
+        if all(v is None for v in (models, estimators, k, sets)):
+            return spec
+        raw = spec.source
+    elif spec is None:
+        raw = default_spec_raw()
+    elif isinstance(spec, dict):
+        raw = spec
+    else:
+        raw, base_dir = read_spec(spec), os.path.dirname(os.path.abspath(os.fspath(spec)))
+    listed = [None if v is None else list(v) for v in (models, estimators, k, sets)]
+    return parse_spec(customize(raw, *listed), base_dir=base_dir)

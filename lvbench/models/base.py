@@ -19,16 +19,10 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
-from lvbench.validation import check_data
+from lvbench.core.protocol import infer_capabilities, placeholder
+from lvbench.core.validation import check_data
 
-__all__ = ["LatentVariableModel", "conditioned_log_joint"]
-
-
-def conditioned_log_joint(model, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """z -> log p(x, z) for fixed x: the model's ``conditioned_log_joint`` where it has one (any
-    protocol model may lack it), else a closure over ``log_joint``."""
-    method = getattr(model, "conditioned_log_joint", None)
-    return method(x) if method is not None else (lambda z: model.log_joint(x, z))
+__all__ = ["LatentVariableModel", "mlp"]
 
 
 class LatentVariableModel(nn.Module):
@@ -70,10 +64,12 @@ class LatentVariableModel(nn.Module):
         z = self.prior().sample((n,))
         return self.likelihood(z).sample(), z
 
+    @placeholder
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x) [N] (only on models with capability ``exact_marginal``)."""
         raise NotImplementedError(f"{type(self).__name__} has no exact log p(x)")
 
+    @placeholder
     def posterior(self, x: torch.Tensor) -> Distribution:
         """Exact p(z | x) with batch shape [N] (only on models with capability ``exact_posterior``)."""
         raise NotImplementedError(f"{type(self).__name__} has no exact posterior")
@@ -97,29 +93,18 @@ class LatentVariableModel(nn.Module):
         return groups
 
     # -- capabilities ------------------------------------------------------------------------
+    @placeholder
     def capabilities(self) -> frozenset[str]:
-        """What this model offers estimators (see ``lvbench.registry.CAPABILITIES``)."""
-        caps = {f"{self.latent_type}_latent"}
-        if self.latent_type == "continuous" and self.prior().has_rsample:
-            encoder_ok = self.encoder is None or getattr(self.encoder, "has_rsample", True)
-            if encoder_ok:
-                caps.add("reparameterizable")
-        if self.latent_type == "discrete":
-            caps.add("enumerable")
-            if type(self).relaxed_likelihood is not LatentVariableModel.relaxed_likelihood:
-                caps.add("relaxable")
-        if self.encoder is not None:
-            caps.add("encoder")
-        if type(self).log_marginal is not LatentVariableModel.log_marginal:
-            caps.add("exact_marginal")
-        if type(self).posterior is not LatentVariableModel.posterior:
-            caps.add("exact_posterior")
-        return frozenset(caps)
+        """What this model offers estimators (see ``lvbench.core.registry.CAPABILITIES``), inferred by
+        ``lvbench.core.protocol.capabilities_of``'s one rule; a subclass may override it to declare them."""
+        return infer_capabilities(self)
 
+    @placeholder
     def relaxed_likelihood(self, z_soft: torch.Tensor) -> Distribution:
         """p(x | z̃) for a relaxed one-hot z̃ (only on discrete models with capability ``relaxable``)."""
         raise NotImplementedError(f"{type(self).__name__} has no relaxed likelihood")
 
+    @placeholder
     def enumerate_latents(self) -> torch.Tensor:
         """The finite support of z (discrete models), shape [C, *event]."""
         return self.prior().enumerate_support(expand=False).reshape(-1)

@@ -16,13 +16,13 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, constraints
-from torch.nn import functional as F
 
-from lvbench.errors import LvbenchInputError
-from lvbench.estimators.streaming import chunks, items_within_budget, memory_budget
+from lvbench.compute.bernoulli import bernoulli_log_prob
+from lvbench.compute.streaming import chunks, items_within_budget, memory_budget
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.registry import register_model
+from lvbench.core.seeding import seeded
 from lvbench.models.base import ACTIVATIONS, LatentVariableModel, mlp
-from lvbench.registry import register_model
-from lvbench.seeding import seeded
 
 __all__ = ["MAX_EXACT_LATENTS", "BinaryVAE", "sigmoid_belief_net"]
 
@@ -65,15 +65,7 @@ class BinaryVAE(LatentVariableModel):
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(z) + Σ_d [x_d l_d - softplus(l_d)] with decoder logits l = f_θ(z)."""
-        logits = self.decoder(z)
-        log_lik = (x * logits - F.softplus(logits)).sum(-1)
-        a = self.prior_logits
-        log_prior = (z * a - F.softplus(a)).sum(-1)
-        return log_prior + log_lik
-
-    def capabilities(self) -> frozenset[str]:
-        """Those of a discrete latent, plus ``binary_latent`` (what ARM and DisARM need)."""
-        return super().capabilities() | {"binary_latent"}
+        return bernoulli_log_prob(z, self.prior_logits) + bernoulli_log_prob(x, self.decoder(z))
 
     @property
     def data_support(self) -> constraints.Constraint:
@@ -106,7 +98,7 @@ class BinaryVAE(LatentVariableModel):
         )
 
 
-@register_model("sigmoid_belief_net")
+@register_model("sigmoid_belief_net", dataset="optional")
 def sigmoid_belief_net(
     data_dim: int = 64,
     latent_dim: int = 10,

@@ -9,20 +9,58 @@ A checkpoint is a dict of plain values and tensors, written with ``torch.save`` 
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from lvbench.errors import LvbenchInputError
-from lvbench.models.vae import CHECKPOINT_FORMAT as VAE_FORMAT
-from lvbench.models.vae import load_state, load_weights_only
-from lvbench.registry import get_model
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.registry import get_model
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "VAE_FORMAT",
+    "Checkpoint",
+    "load_checkpoint",
+    "load_state",
+    "load_weights_only",
+    "read_checkpoint",
+    "save_checkpoint",
+]
 
 CHECKPOINT_FORMAT = "lvbench.checkpoint/1"
+#: The older format ``VAE.save`` writes: the VAE's config and weights.
+VAE_FORMAT = "lvbench.vae/1"
+
+
+def load_weights_only(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors: a missing or corrupt file, or one holding
+    pickled objects (refused: lvbench never unpickles code, and never suggests turning that off)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise LvbenchInputError(f"{what} {path} is a folder, not a file")
+    if not os.path.isfile(path):
+        raise LvbenchInputError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise LvbenchInputError(
+            f"{path}: refused to load this {what}: it holds pickled Python objects, not only tensors and plain "
+            "values (lvbench loads with weights_only=True and never runs code from a file)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 — zip, EOF, magic-number errors: all mean an unreadable file
+        raise LvbenchInputError(f"{path}: not a readable {what} (truncated or corrupt: {type(exc).__name__})") from None
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
+    """``model.load_state_dict(state)``, or one line naming the mismatched weights."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:4])
+        raise LvbenchInputError(f"{path}: its weights do not match its config: {detail}") from None
 
 
 @dataclass

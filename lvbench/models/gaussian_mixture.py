@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution
 
-from lvbench.errors import LvbenchInputError
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.registry import register_model
+from lvbench.core.seeding import seeded
 from lvbench.models.base import LatentVariableModel
 from lvbench.models.encoders import CategoricalMLPEncoder, diagonal_normal
-from lvbench.registry import register_model
-from lvbench.seeding import seeded
 
 __all__ = ["GaussianMixture", "gaussian_mixture"]
 
@@ -90,7 +90,7 @@ class GaussianMixture(LatentVariableModel):
             return cls(logits, means, stds).to(dtype)
 
 
-@register_model("gaussian_mixture", ground_truth=True)
+@register_model("gaussian_mixture")
 def gaussian_mixture(data_dim: int = 2, components: int = 3, separation: float = 3.0, seed: int = 0) -> GaussianMixture:
     """Diagonal Gaussian mixture with parameters drawn from the seed; exact log p(x) and posterior."""
     return GaussianMixture.random(data_dim, components, separation, seed)

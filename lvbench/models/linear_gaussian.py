@@ -17,10 +17,10 @@ from torch.distributions import (
     kl_divergence,
 )
 
-from lvbench.errors import LvbenchInputError
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.registry import register_model
 from lvbench.models.base import LatentVariableModel
 from lvbench.models.encoders import LinearGaussianEncoder, diagonal_normal
-from lvbench.registry import register_model
 
 __all__ = ["LinearGaussian", "linear_gaussian"]
 
@@ -126,7 +126,7 @@ class LinearGaussian(LatentVariableModel):
         return cls(weight, bias, noise_std).to(dtype)
 
 
-@register_model("linear_gaussian", ground_truth=True)
+@register_model("linear_gaussian")
 def linear_gaussian(data_dim: int = 10, latent_dim: int = 3, noise_std: float = 0.5, seed: int = 0) -> LinearGaussian:
     """Probabilistic PCA with W, b drawn from the seed; exact log p(x), posterior and ELBO."""
     return LinearGaussian.random(data_dim, latent_dim, noise_std, seed)

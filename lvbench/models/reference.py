@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from lvbench.errors import LvbenchInputError
+from lvbench.core.errors import LvbenchInputError
 from lvbench.models.vae import VAE
 
 __all__ = ["load_npz_vae"]

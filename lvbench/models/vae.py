@@ -7,29 +7,25 @@ Checkpoints are plain tensors and a config dict, loaded with ``weights_only=True
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-import pickle
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.distributions import Bernoulli, Distribution, Independent, constraints
-from torch.nn import functional as F
 
-from lvbench.errors import LvbenchInputError
+from lvbench.compute.bernoulli import bernoulli_mlp_log_joint
+from lvbench.compute.routes import fast_route
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.registry import register_model
+from lvbench.core.seeding import seeded
 from lvbench.models.base import ACTIVATIONS, LatentVariableModel, mlp
+from lvbench.models.checkpoint import VAE_FORMAT, read_checkpoint
 from lvbench.models.encoders import GaussianMLPEncoder, diagonal_normal
-from lvbench.models.fused_mlp import inside_torch_func, linear_magnitude, mlp_forward
-from lvbench.registry import register_model
-from lvbench.seeding import seeded
 
-__all__ = ["VAE", "bernoulli_log_likelihood", "load_vae", "vae"]
-
-CHECKPOINT_FORMAT = "lvbench.vae/1"
+__all__ = ["VAE", "load_vae", "vae"]
 
 
 class VAE(LatentVariableModel):
@@ -83,30 +79,14 @@ class VAE(LatentVariableModel):
         return self.conditioned_log_joint(x)(z)
 
     def conditioned_log_joint(self, x: torch.Tensor):
-        """z -> log p(x, z). Bernoulli, fused: with logits l = h Wᵀ + b from the last hidden layer h,
-        log p(x|z) = Σ_d x_d l_d - softplus(l_d), and Σ_d x_d l_d = h·(x W) + x·b with x W and x·b
-        computed once for all z, so no [.., N, D] tensor beyond the logits themselves is formed. The
-        decoder runs through ``mlp_forward`` (oneDNN on the CPU); Σ softplus is ``softplus_sum`` where
-        autograd records, and without autograd ``bernoulli_log_likelihood`` takes a faster route from |l|."""
-        if self.config["likelihood"] != "bernoulli":
+        """z -> log p(x, z): for the Bernoulli likelihood on the fast route, the fused form of
+        ``lvbench.compute.bernoulli.bernoulli_mlp_log_joint`` (no [.., N, D] tensor beyond the logits);
+        otherwise (Gaussian likelihood, or the eager route of ``lvbench.compute.routes``) log p(z) +
+        p(x|z).log_prob(x) by torch.distributions."""
+        if self.config["likelihood"] != "bernoulli" or not fast_route():
             return lambda z: LatentVariableModel.log_joint(self, x, z)
-        body, last = self.decoder[:-1], self.decoder[-1]
-        x_weight, x_bias = x @ last.weight, x @ last.bias
         prior_const = 0.5 * self.latent_dim * math.log(2 * math.pi)
-
-        @functools.cache  # made on the first call without autograd, where alone it is used
-        def centred() -> tuple[torch.Tensor, torch.Tensor]:  # (x - ½) W and (x - ½)·b
-            return (x - 0.5) @ last.weight, (x - 0.5) @ last.bias
-
-        def log_joint(z: torch.Tensor) -> torch.Tensor:
-            log_prior = -0.5 * z.square().sum(-1) - prior_const  # log N(z; 0, I)
-            h = mlp_forward(body, z)
-            if torch.is_grad_enabled() or inside_torch_func():
-                logits = mlp_forward([last], h)
-                return log_prior + (h * x_weight).sum(-1) + x_bias - softplus_sum(logits)
-            return log_prior + bernoulli_log_likelihood(h, linear_magnitude(last, h), *centred())
-
-        return log_joint
+        return bernoulli_mlp_log_joint(self.decoder, x, lambda z: -0.5 * z.square().sum(-1) - prior_const)
 
     @property
     def data_support(self) -> constraints.Constraint:
@@ -120,9 +100,7 @@ class VAE(LatentVariableModel):
     def save(self, path: str | os.PathLike[str], **metadata: Any) -> None:
         """Write config and weights as plain tensors (loadable with ``weights_only=True``)."""
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        torch.save(
-            {"format": CHECKPOINT_FORMAT, "config": self.config, "state_dict": state, "metadata": metadata}, path
-        )
+        torch.save({"format": VAE_FORMAT, "config": self.config, "state_dict": state, "metadata": metadata}, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> VAE:
@@ -130,104 +108,15 @@ class VAE(LatentVariableModel):
         return load_vae(path, map_location)
 
 
-def bernoulli_log_likelihood(
-    h: torch.Tensor, abs_logits: torch.Tensor, centred_weight: torch.Tensor, centred_bias: torch.Tensor
-) -> torch.Tensor:
-    """Σ_d log Bernoulli(x_d; σ(l_d)) for logits l = h Wᵀ + b, from h and |l|, without autograd,
-    overwriting ``abs_logits``.
-
-    x_d l_d - softplus(l_d) = (x_d - ½) l_d - ½|l_d| + log σ(|l_d|), and Σ_d (x_d - ½) l_d = h·((x - ½)W)
-    + (x - ½)·b from ``centred_weight`` [N, H] and ``centred_bias`` [N]. Every σ(|l|) lies in [½, 1], so a
-    product of B of them is at least 2^-B: Σ_d log σ(|l_d|) is taken as the log of products over blocks of
-    B ≤ -log2(smallest normal) pixels (112 for D = 784 in float32), which cannot underflow and replaces a
-    log per pixel by one per block (relative rounding of a product ≤ B·u, u the unit roundoff).
-    """
-    half_l1 = 0.5 * abs_logits.sum(-1)
-    log_sigmoid_abs = _sum_log_in_blocks(abs_logits.sigmoid_())
-    return (h * centred_weight).sum(-1) + centred_bias - half_l1 + log_sigmoid_abs
-
-
-def softplus_sum(logits: torch.Tensor) -> torch.Tensor:
-    """Σ_d softplus(l_d) over the last dim, differentiable: ``SoftplusSum`` (the identity above) where
-    autograd records outside ``torch.func`` transforms, else the plain sum of ``F.softplus``."""
-    if logits.requires_grad and not inside_torch_func():
-        return SoftplusSum.apply(logits)
-    return F.softplus(logits).sum(-1)
-
-
-class SoftplusSum(torch.autograd.Function):
-    """Σ_d softplus(l_d) = ½Σ_d (l_d + |l_d|) - Σ_d log σ(|l_d|) (log-products in blocks, as in
-    ``bernoulli_log_likelihood``); backward: ∂/∂l_d = σ(l_d). Cheap passes (abs, sums, sigmoid, products)
-    in place of torch's softplus, whose per-pixel exp and log1p made it the slowest op of the gradient."""
-
-    @staticmethod
-    def forward(logits: torch.Tensor) -> torch.Tensor:
-        magnitude = logits.abs()
-        return 0.5 * (logits.sum(-1) + magnitude.sum(-1)) - _sum_log_in_blocks(magnitude.sigmoid_())
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (logits,) = ctx.saved_tensors
-        return torch.sigmoid(logits).mul_(grad.unsqueeze(-1))
-
-
-def _sum_log_in_blocks(s: torch.Tensor) -> torch.Tensor:
-    """Σ_d log s_d over the last dim for s_d ∈ [½, 1], as Σ_blocks log Π_block s_d (see above)."""
-    d = s.shape[-1]
-    most = int(-math.log2(torch.finfo(s.dtype).tiny))  # 2^-most is the smallest normal number
-    blocks = -(-d // most)
-    size = -(-d // blocks)
-    full = d // size
-    total = s[..., : full * size].unflatten(-1, (full, size)).prod(-1).log_().sum(-1)
-    if full * size < d:
-        total = total + s[..., full * size :].prod(-1).log_()
-    return total
-
-
 def load_vae(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> VAE:
     """Load a VAE checkpoint (``VAE.save``'s format or ``lvbench train``'s) weights-only and check it."""
-    from lvbench.models.checkpoint import read_checkpoint
-
     ckpt = read_checkpoint(path, what="VAE checkpoint")
     if ckpt.type != "vae":
         raise LvbenchInputError(f"{path} is not an lvbench VAE checkpoint (it holds a {ckpt.type!r})")
     return ckpt.build(map_location)
 
 
-def load_weights_only(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
-    """``torch.load(path, weights_only=True)`` with one-line errors: a missing or corrupt file, or one holding
-    pickled objects (refused: lvbench never unpickles code, and never suggests turning that off)."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise LvbenchInputError(f"{what} {path} is a folder, not a file")
-    if not os.path.isfile(path):
-        raise LvbenchInputError(f"{what} not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise LvbenchInputError(
-            f"{path}: refused to load this {what}: it holds pickled Python objects, not only tensors and plain "
-            "values (lvbench loads with weights_only=True and never runs code from a file)"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 — zip, EOF, magic-number errors: all mean an unreadable file
-        raise LvbenchInputError(f"{path}: not a readable {what} (truncated or corrupt: {type(exc).__name__})") from None
-
-
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
-    """``model.load_state_dict(state)``, or one line naming the mismatched weights."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:4])
-        raise LvbenchInputError(f"{path}: its weights do not match its config: {detail}") from None
-
-
-@register_model("vae")
+@register_model("vae", dataset="required")
 def vae(
     data_dim: int = 784,
     latent_dim: int = 50,

@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lvbench.api import load_results
-from lvbench.declared import declared_violations
+from lvbench.analysis.declared import declared_violations
 from lvbench.experiments.store import atomic_write_text
 from lvbench.reports.escape import markdown, markdown_frame
+from lvbench.reports.results import load_results
 
 __all__ = ["UNTESTED", "compare", "holm", "point_metrics", "write_comparison"]
 

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from lvbench.registry import ESTIMATORS
+from lvbench.core.registry import ESTIMATORS
 
 __all__ = ["gradient_findings", "likelihood_findings", "unbiased_for", "violation_findings"]
 
@@ -85,11 +85,7 @@ def unbiased_for(estimator_name: str, objective: str) -> bool | None:
     """Whether the registry declares ``estimator_name`` unbiased for ``objective`` (None if unknown here)."""
     if estimator_name not in ESTIMATORS.list():
         return None
-    entry = ESTIMATORS.get(estimator_name)
-    declared = entry.meta.get("unbiased_for")
-    if declared is not None:
-        return objective in declared
-    return "unbiased" in entry.properties
+    return ESTIMATORS.get(estimator_name).unbiased_for_objective(objective)
 
 
 def gradient_findings(summary: pd.DataFrame) -> list[str]:

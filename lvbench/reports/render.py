@@ -19,14 +19,16 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from lvbench.declared import declared_violations
-from lvbench.errors import LvbenchInputError
+from lvbench.analysis.declared import declared_violations
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.registry import ESTIMATORS
 from lvbench.experiments.plan import expected_models, read_manifest
+from lvbench.experiments.prepare import prepared_extras
 from lvbench.experiments.store import ResultStore, atomic_write_text
-from lvbench.registry import ESTIMATORS
 from lvbench.reports.escape import markdown, markdown_frame
 from lvbench.reports.figures import gradient_figures, khat_figure, likelihood_figures
 from lvbench.reports.findings import gradient_findings, likelihood_findings, violation_findings
+from lvbench.reports.results import with_missing
 from lvbench.reports.tables import bdmc_table, gaps_table, gradient_summary, likelihood_summary
 
 __all__ = ["export_table", "with_missing", "write_report"]
@@ -153,22 +155,6 @@ def export_table(table: pd.DataFrame, stem: str, columns: list[str]) -> dict[str
     return paths
 
 
-def with_missing(
-    statuses: pd.DataFrame, store: ResultStore, cells: dict[str, dict], models: dict[str, str]
-) -> pd.DataFrame:
-    """Statuses of the current cells, with those whose rows or status do not read back (or that never
-    ran) marked missing: a cell never silently vanishes from a report."""
-    reason = "no trustworthy result (never ran, interrupted, or its files are missing or corrupt): rerun the spec"
-    ok = {i for i in cells if store.verified(i, quiet=True, model_sha256=models.get(i, "")) is not None}
-    records = statuses.to_dict("records") if not statuses.empty else []
-    for record in records:
-        if record["status"] == "done" and record["id"] not in ok:
-            record.update(status="missing", reason=reason)
-    seen = {r["id"] for r in records}
-    records += [{"id": i, **what, "status": "missing", "reason": reason} for i, what in cells.items() if i not in seen]
-    return pd.DataFrame(records)
-
-
 def write_report(out_dir: str) -> dict[str, str]:
     """Summaries, figures, report.md and a self-contained report.html under ``out_dir/report``."""
     if not os.path.isdir(out_dir) or not os.path.isdir(os.path.join(out_dir, "status")):
@@ -198,10 +184,8 @@ def write_report(out_dir: str) -> dict[str, str]:
             run = json.load(fh)
     violations = declared_violations(lik, raw)
     findings = violation_findings(violations) + likelihood_findings(lik) + gradient_findings(grad)
-    models = manifest["models"]
-    sections = _sections(
-        lik, grad, raw, statuses, bdmc_table(out_dir, models), gaps_table(out_dir, models), manifest, figures_dir
-    )
+    extras = prepared_extras(out_dir, manifest["models"])
+    sections = _sections(lik, grad, raw, statuses, bdmc_table(extras), gaps_table(extras), manifest, figures_dir)
     if not violations.empty:  # first: a number that contradicts its estimator's declaration
         columns = {c: c for c in ("model", "estimator", "k", "device", "property", "evidence")}
         caption = "Declared properties contradicted by the measurements (5 SE against exact ground truth)"
@@ -250,88 +234,104 @@ def _estimator_table(manifest: dict) -> Table | None:
     return display(frame, columns, "Estimator labels of this spec and their options")
 
 
+#: What each section's table shows, in a sentence or three (the report's prose, in one place).
+SECTION_TEXT = {
+    "References": "Each model's estimates are judged against this reference value of log p(x); a Monte Carlo "
+    "reference's standard error is folded into every bias SE.",
+    "Likelihood estimators": "One row per cell. Peak memory: CUDA max allocated; CPU peak resident memory sampled "
+    "every ms after trimming the heap. Diagnostics are recorded for estimators that declare their importance "
+    "weights (registry hook `log_weights`), for 5 ≤ k ≤ run.diagnostics_max_k.",
+    "BDMC sandwich bounds": "Forward AIS (stochastic lower bound) and reverse AIS from the exact latent (stochastic "
+    "upper bound) on data simulated from each model. Both bounds hold in expectation; where the true gap is below "
+    "their Monte Carlo noise, one point's bounds can cross.",
+    "Inference gaps": "Where log p(x) − ELBO comes from (Cremer, Li & Duvenaud 2018), averaged over the evaluation "
+    "points: the approximation gap log p(x) − ELBO(q*) of the best member q* of the encoder's family for each point "
+    "(optimized from the encoder's output), and the amortization gap ELBO(q*) − ELBO(q) of sharing one encoder "
+    "across points. log p(x) is the model's reference.",
+    "Gradient estimators": "One row per study and parameter group (θ generative, φ inference). Every estimator "
+    "compared at one (model, objective, k) is judged against the same reference, so ‖bias‖ is comparable across "
+    "rows; the reference's own estimator is marked (its bias against its own draws proves nothing).",
+}
+
+
 def _sections(lik, grad, raw, statuses, bdmc, gaps, manifest, figures_dir) -> list[Section]:
-    sections = []
-    if not lik.empty:
-        refs = lik.groupby("model", as_index=False)["reference_name"].first()
-        sections.append(
-            Section(
-                "References",
-                "Each model's estimates are judged against this reference value of log p(x); a Monte Carlo "
-                "reference's standard error is folded into every bias SE.",
-                [display(refs, {"model": "model", "reference_name": "reference log p(x)"})],
-            )
-        )
-    labels = _estimator_table(manifest)
-    if labels is not None:
-        sections.append(Section("Estimators", "", [labels]))
-    if not lik.empty:
-        figs = likelihood_figures(lik, figures_dir)
-        tables = [
-            display(lik, LIK_ESTIMATES, "Estimates: bias, its uncertainty, spread and error"),
-            display(lik, LIK_COST, "Cost: time per estimate and peak memory on one extra untimed run"),
-            display(lik[lik["khat_median"].notna()], LIK_DIAGNOSTICS, "Importance-weight diagnostics"),
-        ]
-        figs.update(khat_figure(raw, figures_dir))
-        sections.append(
-            Section(
-                "Likelihood estimators",
-                "One row per cell. Peak memory: CUDA max allocated; CPU peak resident memory sampled every ms "
-                "after trimming the heap. Diagnostics are recorded for estimators that declare their importance "
-                "weights (registry hook `log_weights`), for 5 ≤ k ≤ run.diagnostics_max_k.",
-                [t for t in tables if t is not None],
-                _figures(figs),
-            )
-        )
-    if not bdmc.empty:
-        sections.append(
-            Section(
-                "BDMC sandwich bounds",
-                "Forward AIS (stochastic lower bound) and reverse AIS from the exact latent (stochastic upper "
-                "bound) on data simulated from each model. Both bounds hold in expectation; where the true gap "
-                "is below their Monte Carlo noise, one point's bounds can cross.",
-                [display(bdmc, {c: c for c in bdmc.columns})],
-            )
-        )
-    if not gaps.empty:
-        columns = {"model": "model", "points": "points"}
-        for title in ("total", "approximation", "amortization"):
-            columns.update({f"{title}_gap": f"{title} gap (nats)", f"{title}_gap_se": f"{title} ± SE (nats)"})
-        sections.append(
-            Section(
-                "Inference gaps",
-                "Where log p(x) − ELBO comes from (Cremer, Li & Duvenaud 2018), averaged over the evaluation "
-                "points: the approximation gap log p(x) − ELBO(q*) of the best member q* of the encoder's family "
-                "for each point (optimized from the encoder's output), and the amortization gap ELBO(q*) − "
-                "ELBO(q) of sharing one encoder across points. log p(x) is the model's reference.",
-                [display(gaps, columns)],
-            )
-        )
-    if not grad.empty:
-        tables = [
-            display(grad, GRAD_SIGNAL, "Signal and noise of the gradient estimates"),
-            display(grad, GRAD_BIAS, "Bias against the comparison's one reference"),
-            display(grad, GRAD_COST, "Cost"),
-            _fit_table(grad),
-        ]
-        sections.append(
-            Section(
-                "Gradient estimators",
-                "One row per study and parameter group (θ generative, φ inference). Every estimator compared at "
-                "one (model, objective, k) is judged against the same reference, so ‖bias‖ is comparable across "
-                "rows; the reference's own estimator is marked (its bias against its own draws proves nothing).",
-                [t for t in tables if t is not None],
-                _figures(gradient_figures(grad, figures_dir)),
-            )
-        )
-    if not statuses.empty:
-        other = statuses[statuses["status"] != "done"]
-        cols = {c: c for c in ("model", "estimator", "objective", "k", "device", "status", "reason") if c in other}
-        table = display(other, cols, "Cells without results, and why")
-        if table is not None:
-            sections.append(Section("Skipped, failed and missing cells", "", [table]))
-    sections.append(Section("Glossary", "", glossary=GLOSSARY))
+    sections = [
+        *_references_section(lik),
+        *_estimators_section(manifest),
+        *_likelihood_section(lik, raw, figures_dir),
+        *_bdmc_section(bdmc),
+        *_gaps_section(gaps),
+        *_gradient_section(grad, figures_dir),
+        *_status_section(statuses),
+        Section("Glossary", "", glossary=GLOSSARY),
+    ]
     return sections
+
+
+def _references_section(lik: pd.DataFrame) -> list[Section]:
+    if lik.empty:
+        return []
+    refs = lik.groupby("model", as_index=False)["reference_name"].first()
+    table = display(refs, {"model": "model", "reference_name": "reference log p(x)"})
+    return [Section("References", SECTION_TEXT["References"], [table])]
+
+
+def _estimators_section(manifest: dict) -> list[Section]:
+    labels = _estimator_table(manifest)
+    return [] if labels is None else [Section("Estimators", "", [labels])]
+
+
+def _likelihood_section(lik: pd.DataFrame, raw: pd.DataFrame, figures_dir: str) -> list[Section]:
+    if lik.empty:
+        return []
+    figs = likelihood_figures(lik, figures_dir)
+    tables = [
+        display(lik, LIK_ESTIMATES, "Estimates: bias, its uncertainty, spread and error"),
+        display(lik, LIK_COST, "Cost: time per estimate and peak memory on one extra untimed run"),
+        display(lik[lik["khat_median"].notna()], LIK_DIAGNOSTICS, "Importance-weight diagnostics"),
+    ]
+    figs.update(khat_figure(raw, figures_dir))
+    title = "Likelihood estimators"
+    return [Section(title, SECTION_TEXT[title], [t for t in tables if t is not None], _figures(figs))]
+
+
+def _bdmc_section(bdmc: pd.DataFrame) -> list[Section]:
+    if bdmc.empty:
+        return []
+    title = "BDMC sandwich bounds"
+    return [Section(title, SECTION_TEXT[title], [display(bdmc, {c: c for c in bdmc.columns})])]
+
+
+def _gaps_section(gaps: pd.DataFrame) -> list[Section]:
+    if gaps.empty:
+        return []
+    columns = {"model": "model", "points": "points"}
+    for title in ("total", "approximation", "amortization"):
+        columns.update({f"{title}_gap": f"{title} gap (nats)", f"{title}_gap_se": f"{title} ± SE (nats)"})
+    return [Section("Inference gaps", SECTION_TEXT["Inference gaps"], [display(gaps, columns)])]
+
+
+def _gradient_section(grad: pd.DataFrame, figures_dir: str) -> list[Section]:
+    if grad.empty:
+        return []
+    tables = [
+        display(grad, GRAD_SIGNAL, "Signal and noise of the gradient estimates"),
+        display(grad, GRAD_BIAS, "Bias against the comparison's one reference"),
+        display(grad, GRAD_COST, "Cost"),
+        _fit_table(grad),
+    ]
+    title = "Gradient estimators"
+    figures = _figures(gradient_figures(grad, figures_dir))
+    return [Section(title, SECTION_TEXT[title], [t for t in tables if t is not None], figures)]
+
+
+def _status_section(statuses: pd.DataFrame) -> list[Section]:
+    if statuses.empty:
+        return []
+    other = statuses[statuses["status"] != "done"]
+    cols = {c: c for c in ("model", "estimator", "objective", "k", "device", "status", "reason") if c in other}
+    table = display(other, cols, "Cells without results, and why")
+    return [] if table is None else [Section("Skipped, failed and missing cells", "", [table])]
 
 
 def _fit_table(grad: pd.DataFrame) -> Table | None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pandas as pd
 
-from lvbench.metrics import khat_band, summarize_estimates
+from lvbench.analysis.metrics import khat_band, summarize_estimates
 
 __all__ = ["bdmc_table", "gaps_table", "gradient_summary", "likelihood_summary"]
 
@@ -86,22 +85,12 @@ def gradient_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return groups[[c for c in cols if c in groups]].sort_values(["model", "estimator", "objective", "k", "group"])
 
 
-def _artifacts(out_dir: str, models: dict[str, str]):
-    """(label, prepared-model artifact) of the models ({label: key}) whose artifact exists."""
-    from lvbench.experiments.prepare import artifact_path
-    from lvbench.models.vae import load_weights_only
-
-    for label, key in sorted(models.items()):
-        path = artifact_path(out_dir, key)
-        if os.path.isfile(path):
-            yield label, load_weights_only(path, what="prepared-model artifact")
-
-
-def gaps_table(out_dir: str, models: dict[str, str]) -> pd.DataFrame:
-    """Inference gaps recorded when the models were prepared: means over points, with standard errors."""
+def gaps_table(extras: dict[str, dict]) -> pd.DataFrame:
+    """Inference gaps recorded when the models were prepared ({label: extras}, as
+    ``experiments.prepare.prepared_extras`` reads them): means over points, with standard errors."""
     rows = []
-    for label, art in _artifacts(out_dir, models):
-        gaps = art.get("extras", {}).get("inference_gaps")
+    for label, extra in sorted(extras.items()):
+        gaps = extra.get("inference_gaps")
         if not gaps:
             continue
         row = {"model": label, "points": len(gaps["log_p"])}
@@ -113,12 +102,12 @@ def gaps_table(out_dir: str, models: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def bdmc_table(out_dir: str, models: dict[str, str]) -> pd.DataFrame:
-    """BDMC sandwiches recorded when the models ({label: key}) were prepared: mean lower and upper bounds
-    and their gap."""
+def bdmc_table(extras: dict[str, dict]) -> pd.DataFrame:
+    """BDMC sandwiches recorded when the models were prepared ({label: extras}): mean lower and upper
+    bounds and their gap."""
     rows = []
-    for label, art in _artifacts(out_dir, models):
-        bd = art.get("extras", {}).get("bdmc")
+    for label, extra in sorted(extras.items()):
+        bd = extra.get("bdmc")
         if not bd:
             continue
         lower, upper = bd["lower"].numpy(), bd["upper"].numpy()

@@ -22,12 +22,12 @@ import math
 import torch
 from torch.distributions import Independent, Normal
 
-from lvbench.errors import LvbenchInputError
+from lvbench.compute.streaming import LogMeanExp, stream
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.protocol import conditioned_log_joint
 from lvbench.estimators import estimator
 from lvbench.estimators.likelihood.weights import resolve_chunk_size
 from lvbench.estimators.proposals import Proposal, resolve_proposal
-from lvbench.estimators.streaming import LogMeanExp, stream
-from lvbench.models.base import conditioned_log_joint
 
 __all__ = ["antithetic_iwae"]
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch.distributions import Bernoulli, Independent
 
-from lvbench.errors import LvbenchInputError
+from lvbench.compute.bernoulli import bernoulli_log_prob
+from lvbench.core.errors import LvbenchInputError
 from lvbench.estimators.base import estimator
 from lvbench.estimators.gradient.common import batch_objective
 
@@ -56,7 +57,7 @@ def _surrogate(model, x: torch.Tensor, k: int, objective: str, coefficients) -> 
 
     def log_q(z: torch.Tensor, attached: bool) -> torch.Tensor:
         logits = alpha if attached else alpha.detach()
-        return (z * logits - torch.nn.functional.softplus(logits)).sum(-1)  # [k, N]
+        return bernoulli_log_prob(z, logits)  # [k, N]
 
     with torch.no_grad():
         coef = coefficients(

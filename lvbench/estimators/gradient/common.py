@@ -13,11 +13,13 @@ import torch
 from torch.distributions import Distribution
 from torch.func import functional_call
 
-from lvbench.validation import LvbenchInputError
+from lvbench.core.validation import LvbenchInputError
 
 __all__ = [
     "OBJECTIVES",
     "batch_objective",
+    "leave_one_out_log_mean_exp",
+    "leave_one_out_mean",
     "detached_encoder",
     "detached_log_joint",
     "log_mean_exp",
@@ -74,3 +76,18 @@ def scale_gradient(z: torch.Tensor, scale: torch.Tensor) -> None:
     if z.requires_grad:
         scale = scale.detach().reshape(*scale.shape, *([1] * (z.dim() - scale.dim())))
         z.register_hook(lambda grad: grad * scale)
+
+
+def leave_one_out_mean(lw: torch.Tensor) -> torch.Tensor:
+    """mean_{j≠i} lw_j for each sample i, [k, N] (k >= 2)."""
+    return (lw.sum(0) - lw) / (lw.shape[0] - 1)
+
+
+def leave_one_out_log_mean_exp(lw: torch.Tensor, replace_with: torch.Tensor | None = None) -> torch.Tensor:
+    """For each sample i, [k, N]: log (1/(k-1)) Σ_{j≠i} w_j (``replace_with`` None: sample i left out), or
+    log (1/k) (Σ_{j≠i} w_j + exp(replace_with_i)) (sample i's log-weight replaced, as VIMCO does)."""
+    k = lw.shape[0]
+    vectors = lw.unsqueeze(0).expand(k, *lw.shape).clone()  # [k (which one is out), k, N]
+    idx = torch.arange(k, device=lw.device)
+    vectors[idx, idx] = -math.inf if replace_with is None else replace_with
+    return torch.logsumexp(vectors, dim=1) - math.log(k - 1 if replace_with is None else k)

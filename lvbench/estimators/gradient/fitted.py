@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from lvbench.errors import LvbenchInputError
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.options import signature_options
+from lvbench.core.registry import get_estimator, incompatibility
 from lvbench.estimators.base import IncompatibleError
-from lvbench.options import signature_options
-from lvbench.registry import get_estimator, incompatibility
 
 __all__ = ["RUNNER_OPTIONS", "FittedControl", "fit_control", "fit_by_adam"]
 
@@ -45,7 +45,7 @@ def fit_control(
     """Fit ``estimator``'s control variate on (model, x, k, objective) with its options (e.g. ``fit_steps``),
     defaulting to the estimator's own defaults; uses the current torch RNG state."""
     entry = get_estimator(estimator)
-    hook = entry.meta.get("fit")
+    hook = entry.fit
     if hook is None:
         raise LvbenchInputError(f"{estimator!r} has no control variate to fit")
     reason = incompatibility(entry, model, num_samples=num_samples, objective=objective, **options)

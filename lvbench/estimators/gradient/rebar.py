@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from lvbench.compute.bernoulli import bernoulli_log_prob
+from lvbench.core.protocol import inference_parameters
 from lvbench.estimators.base import estimator
 from lvbench.estimators.gradient.arm import _logits
 from lvbench.estimators.gradient.common import batch_objective, detached_log_joint
 from lvbench.estimators.gradient.fitted import FittedControl, fit_by_adam
 from lvbench.models.base import mlp
-from lvbench.protocol import inference_parameters
 
 __all__ = ["RelaxedControl", "rebar", "relax"]
 
@@ -68,7 +68,7 @@ class RelaxedControl(nn.Module):
         """c(z) for noise z [k, N, L]: per sample and point [k, N] for the ELBO, whose terms split over the
         samples (each sample's control sees its own noise only), per point [N] for the joint IWAE_k."""
         s = torch.sigmoid(z / self.log_temperature.exp())
-        log_q = (s * alpha.detach() - F.softplus(alpha.detach())).sum(-1)  # q's logits held constant
+        log_q = bernoulli_log_prob(s, alpha.detach())  # q's logits held constant
         relaxed = detached_log_joint(model, x, s) - log_q  # [k, N]
         net = 0.0
         if self.net is not None:
@@ -96,7 +96,7 @@ def relaxed_surrogate(model, x: torch.Tensor, k: int, objective: str, control: R
     The coefficient of log q(b) keeps its dependence on the control's parameters (for their fit)."""
     alpha = _logits(model, x)
     b, z, z_cond = _noise(alpha, k)
-    log_q_b = b * alpha - F.softplus(alpha)  # [k, N, L]
+    log_q_b = bernoulli_log_prob(b, alpha, summed=False)  # [k, N, L]
     if objective == "elbo":  # ELBO_k = mean_i f(b_i): each sample is credited with its own term only
         f_i = model.log_joint(x, b) - log_q_b.sum(-1).detach()  # [k, N]
         coefficient = f_i.detach() - control(model, x, alpha, z_cond.detach(), objective)

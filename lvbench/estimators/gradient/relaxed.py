@@ -9,21 +9,26 @@ price of variance).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
-from torch.distributions import Categorical, Distribution
+from torch.distributions import Categorical
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
+from lvbench.compute.torch_patches import unvalidated_distributions
+from lvbench.core.options import Interval
+from lvbench.core.validation import LvbenchInputError
 from lvbench.estimators.base import estimator
 from lvbench.estimators.gradient.common import batch_objective
-from lvbench.validation import LvbenchInputError
 
 __all__ = ["gumbel_softmax"]
 
 
-@estimator("gumbel_softmax", kind="gradient", needs=("relaxable", "encoder"), objectives=("elbo", "iwae"))
+@estimator(
+    "gumbel_softmax",
+    kind="gradient",
+    needs=("relaxable", "encoder"),
+    objectives=("elbo", "iwae"),
+    constraints={"temperature": Interval(0.0, low_open=True), "prior_temperature": Interval(0.0, low_open=True)},
+)
 def gumbel_softmax(
     model,
     x: torch.Tensor,
@@ -33,28 +38,14 @@ def gumbel_softmax(
     prior_temperature: float | None = None,
 ) -> torch.Tensor:
     """Surrogate: mean_x objective(log p(x|z̃) + log p_τ(z̃) - log q_τ(z̃|x)), z̃ ~ Concrete(q, τ)."""
-    if not temperature > 0 or (prior_temperature is not None and not prior_temperature > 0):
-        raise LvbenchInputError(f"temperatures must be > 0, got {temperature}, {prior_temperature}")
     q = model.encoder(x)
     if not isinstance(q, Categorical):
         raise LvbenchInputError(f"gumbel_softmax needs a Categorical encoder, got {type(q).__name__}")
     tau = torch.as_tensor(temperature, dtype=x.dtype, device=x.device)
     tau_p = tau if prior_temperature is None else torch.as_tensor(prior_temperature, dtype=x.dtype, device=x.device)
-    with _unvalidated():  # validate_args too: otherwise log_prob reads the default after the block
+    with unvalidated_distributions():  # validate_args too: otherwise log_prob reads the default after the block
         q_relaxed = ExpRelaxedCategorical(tau, logits=q.logits, validate_args=False)
         p_relaxed = ExpRelaxedCategorical(tau_p, logits=model.prior().logits, validate_args=False)
     log_z = q_relaxed.rsample((k,))  # [k, N, C], log of a point on the simplex
     lw = model.relaxed_likelihood(log_z.exp()).log_prob(x) + p_relaxed.log_prob(log_z) - q_relaxed.log_prob(log_z)
     return batch_objective(lw, objective).mean()
-
-
-@contextlib.contextmanager
-def _unvalidated() -> Iterator[None]:
-    """Argument validation off while building: ExpRelaxedCategorical's inner Categorical does not take
-    ``validate_args``, and each check reads a device value on the host (a sync per call on CUDA)."""
-    previous = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
-    try:
-        yield
-    finally:
-        Distribution.set_default_validate_args(previous)

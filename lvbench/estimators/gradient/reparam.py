@@ -21,7 +21,14 @@ __all__ = ["dreg", "reparam", "stl"]
 NEEDS = ("reparameterizable", "encoder")
 
 
-@estimator("reparam", kind="gradient", needs=NEEDS, properties=("unbiased",), objectives=("elbo", "iwae"))
+@estimator(
+    "reparam",
+    kind="gradient",
+    needs=NEEDS,
+    properties=("unbiased",),
+    objectives=("elbo", "iwae"),
+    surrogate_is_objective=True,
+)
 def reparam(model, x: torch.Tensor, k: int, objective: str = "elbo") -> torch.Tensor:
     """Surrogate: mean_x objective(lw), lw_i = log p(x, z_i) - log q_φ(z_i|x), z_i = rsample."""
     q = model.encoder(x)
@@ -29,7 +36,14 @@ def reparam(model, x: torch.Tensor, k: int, objective: str = "elbo") -> torch.Te
     return batch_objective(model.log_joint(x, z) - q.log_prob(z), objective).mean()
 
 
-@estimator("stl", kind="gradient", needs=NEEDS, objectives=("elbo", "iwae"), unbiased_for=("elbo",))
+@estimator(
+    "stl",
+    kind="gradient",
+    needs=NEEDS,
+    objectives=("elbo", "iwae"),
+    unbiased_for=("elbo",),
+    surrogate_is_objective=True,
+)
 def stl(model, x: torch.Tensor, k: int, objective: str = "elbo") -> torch.Tensor:
     """Surrogate: mean_x objective(log p(x, z) - log q_{stop φ}(z)), z = rsample (φ only through z)."""
     z = model.encoder(x).rsample((k,))

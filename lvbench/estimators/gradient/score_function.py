@@ -10,12 +10,10 @@ For IWAE the learning signal of every sample is L = IWAE_k (a function of all k 
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from lvbench.estimators.base import estimator
-from lvbench.estimators.gradient.common import batch_objective
+from lvbench.estimators.gradient.common import batch_objective, leave_one_out_log_mean_exp, leave_one_out_mean
 
 __all__ = ["score_function", "score_function_loo", "score_surrogate"]
 
@@ -40,13 +38,9 @@ def no_baseline(lw: torch.Tensor, objective: str) -> torch.Tensor:
 
 def leave_one_out(lw: torch.Tensor, objective: str) -> torch.Tensor:
     """b_i from samples j ≠ i: their mean log-weight (ELBO) or their log-mean-exp (IWAE)."""
-    k = lw.shape[0]
     if objective == "elbo":
-        return (lw.sum(0) - lw) / (k - 1)
-    others = lw.unsqueeze(0).expand(k, *lw.shape).clone()
-    idx = torch.arange(k, device=lw.device)
-    others[idx, idx] = -math.inf
-    return torch.logsumexp(others, dim=1) - math.log(k - 1)
+        return leave_one_out_mean(lw)
+    return leave_one_out_log_mean_exp(lw)
 
 
 @estimator("score_function", kind="gradient", needs=("encoder",), properties=("unbiased",), objectives=("elbo", "iwae"))

@@ -13,9 +13,9 @@ its prior, decoder and encoder log-probabilities are written for real-valued z).
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
-from lvbench.errors import LvbenchInputError
+from lvbench.compute.bernoulli import bernoulli_log_prob
+from lvbench.core.errors import LvbenchInputError
 from lvbench.estimators.base import estimator
 from lvbench.estimators.gradient.arm import _logits
 from lvbench.estimators.gradient.common import batch_objective
@@ -24,7 +24,7 @@ __all__ = ["straight_through", "straight_through_gumbel"]
 
 
 def _objective_at(model, x: torch.Tensor, alpha: torch.Tensor, z: torch.Tensor, objective: str) -> torch.Tensor:
-    log_q = (z * alpha - F.softplus(alpha)).sum(-1)  # log q(z|x) for z in {0, 1}, extended linearly
+    log_q = bernoulli_log_prob(z, alpha)  # log q(z|x) for z in {0, 1}, extended linearly
     return batch_objective(model.log_joint(x, z) - log_q, objective).mean()
 
 

@@ -6,23 +6,19 @@ the geometric mean of the others: b_i = log (1/k) (Σ_{j≠i} w_j + exp(mean_{j�
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from lvbench.estimators.base import estimator
+from lvbench.estimators.gradient.common import leave_one_out_log_mean_exp, leave_one_out_mean
 from lvbench.estimators.gradient.score_function import score_surrogate
 
 __all__ = ["vimco"]
 
 
 def geometric_mean_baseline(lw: torch.Tensor, objective: str) -> torch.Tensor:
-    k = lw.shape[0]
-    mean_others = (lw.sum(0) - lw) / (k - 1)  # [k, N]: log geometric mean of w_{-i}
-    replaced = lw.unsqueeze(0).expand(k, *lw.shape).clone()
-    idx = torch.arange(k, device=lw.device)
-    replaced[idx, idx] = mean_others
-    return torch.logsumexp(replaced, dim=1) - math.log(k)
+    """b_i: log-mean-exp of the k log-weights with lw_i replaced by the mean of the others (the log of
+    the geometric mean of w_{-i})."""
+    return leave_one_out_log_mean_exp(lw, replace_with=leave_one_out_mean(lw))
 
 
 @estimator("vimco", kind="gradient", needs=("encoder",), properties=("unbiased",), objectives=("iwae",), min_k=2)

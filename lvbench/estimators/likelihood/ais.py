@@ -20,12 +20,13 @@ from typing import Literal
 import torch
 from torch.distributions import Distribution
 
+from lvbench.compute.streaming import LogMeanExp, chunk_size_for, chunks
+from lvbench.core.options import Interval, check_constraints
+from lvbench.core.protocol import conditioned_log_joint
+from lvbench.core.registry import incompatibility
+from lvbench.core.validation import LvbenchInputError, check_data, check_num_samples
 from lvbench.estimators.base import IncompatibleError, estimator
 from lvbench.estimators.proposals import resolve_proposal
-from lvbench.estimators.streaming import LogMeanExp, chunk_size_for, chunks
-from lvbench.models.base import conditioned_log_joint
-from lvbench.registry import incompatibility
-from lvbench.validation import LvbenchInputError, check_data, check_num_samples
 
 Schedule = Literal["sigmoid", "linear", "geometric"]
 Start = Literal["prior", "encoder"]
@@ -154,13 +155,20 @@ def ais_log_weights(
     return log_w, (torch.stack(history) if trace else None)
 
 
+#: The ranges of AIS's options (``ais`` and ``bdmc`` alike), declared once.
+AIS_CONSTRAINTS = {
+    "steps": Interval(1, integer=True),
+    "leapfrog_steps": Interval(1, integer=True),
+    "step_size": Interval(0.0, low_open=True),
+    "target_accept": Interval(0.0, 1.0, low_open=True, high_open=True),
+}
+
+
 def _config(steps, schedule, start, leapfrog_steps, step_size, target_accept) -> AISConfig:
     if start not in ("prior", "encoder"):
         raise LvbenchInputError(f"start must be 'prior' or 'encoder', got {start!r}")
-    if not 0 < target_accept < 1:
-        raise LvbenchInputError(f"target_accept must lie in (0, 1), got {target_accept}")
-    if not step_size > 0:
-        raise LvbenchInputError(f"step_size must be > 0, got {step_size}")
+    given = {"steps": steps, "leapfrog_steps": leapfrog_steps, "step_size": step_size, "target_accept": target_accept}
+    check_constraints(AIS_CONSTRAINTS, given, "")
     return AISConfig(
         check_num_samples(steps, "steps"),
         schedule,
@@ -184,6 +192,7 @@ def _chain_batch(model, x: torch.Tensor, chains: int, chain_batch: int | None) -
     needs=("continuous_latent",),
     properties=("lower_bound", "unbiased_p", "consistent"),
     no_grad=False,
+    constraints=AIS_CONSTRAINTS,
 )
 def ais(
     model,

@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from torch.distributions import kl_divergence
 
+from lvbench.compute.streaming import Mean, stream
+from lvbench.core.validation import LvbenchInputError
 from lvbench.estimators.base import estimator
 from lvbench.estimators.likelihood.weights import log_weight_sampler, resolve_chunk_size
 from lvbench.estimators.proposals import Proposal, resolve_proposal
-from lvbench.estimators.streaming import Mean, stream
-from lvbench.validation import LvbenchInputError
 
 __all__ = ["elbo"]
 

@@ -11,11 +11,11 @@ import math
 
 import torch
 
+from lvbench.compute.streaming import LogMeanExp, stream
+from lvbench.core.options import Interval
 from lvbench.estimators.base import estimator
 from lvbench.estimators.likelihood.weights import log_weight_sampler, proposal_log_weights, resolve_chunk_size
 from lvbench.estimators.proposals import Proposal, resolve_proposal
-from lvbench.estimators.streaming import LogMeanExp, stream
-from lvbench.validation import LvbenchInputError
 
 __all__ = ["importance"]
 
@@ -25,6 +25,7 @@ __all__ = ["importance"]
     kind="likelihood",
     properties=("lower_bound", "unbiased_p", "consistent"),
     log_weights=proposal_log_weights,
+    constraints={"defensive": Interval(0.0, 1.0, high_open=True, why="the prior's share of the mixture proposal")},
 )
 def importance(
     model,
@@ -35,8 +36,6 @@ def importance(
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """log of the importance-sampling estimate of p(x) with proposal q or α·p(z) + (1-α)·q."""
-    if not 0.0 <= defensive < 1.0:
-        raise LvbenchInputError(f"defensive must lie in [0, 1), got {defensive}")
     q = resolve_proposal(model, x, proposal)
     chunk = resolve_chunk_size(model, x, k, chunk_size)
     if defensive == 0.0:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from lvbench.compute.streaming import LogMeanExp, stream
 from lvbench.estimators.base import estimator
 from lvbench.estimators.likelihood.weights import log_weight_sampler, proposal_log_weights, resolve_chunk_size
 from lvbench.estimators.proposals import Proposal, resolve_proposal
-from lvbench.estimators.streaming import LogMeanExp, stream
 
 __all__ = ["iwae"]
 

@@ -23,11 +23,12 @@ import math
 import numpy as np
 import torch
 
-from lvbench.errors import LvbenchInputError
+from lvbench.compute.streaming import chunks, stream
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.options import Interval
 from lvbench.estimators.base import estimator
 from lvbench.estimators.likelihood.weights import log_weight_sampler, proposal_log_weights, resolve_chunk_size
 from lvbench.estimators.proposals import Proposal, resolve_proposal
-from lvbench.estimators.streaming import chunks, stream
 
 __all__ = ["StreamingJackknife", "jackknife_coefficients", "jackknife_from_log_weights", "jvi"]
 
@@ -142,6 +143,7 @@ def _min_k_for_order(model, num_samples: int = 1, order: int = 1, **_: object) -
     log_weights=proposal_log_weights,
     check=_min_k_for_order,
     min_k=2,
+    constraints={"order": Interval(1, integer=True)},
 )
 def jvi(
     model,
@@ -152,8 +154,6 @@ def jvi(
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Jackknife IWAE of ``order`` m: Σ_j c_j · mean IWAE_{k-j} over subsets; bias O(k^-(m+1))."""
-    if not isinstance(order, int) or order < 1:
-        raise LvbenchInputError(f"jvi: order must be an integer >= 1, got {order!r}")
     draw = log_weight_sampler(model, x, resolve_proposal(model, x, proposal))
     chunk = resolve_chunk_size(model, x, k, chunk_size)
     if order == 1:  # streamed in flat memory

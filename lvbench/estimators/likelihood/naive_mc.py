@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from lvbench.compute.streaming import LogMeanExp, stream
+from lvbench.core.protocol import capabilities_of
+from lvbench.core.validation import LvbenchInputError
 from lvbench.estimators.base import estimator
 from lvbench.estimators.likelihood.weights import log_importance_weights, log_weight_sampler, resolve_chunk_size
 from lvbench.estimators.proposals import resolve_proposal, uniform_proposal
-from lvbench.estimators.streaming import LogMeanExp, stream
-from lvbench.protocol import capabilities_of
-from lvbench.validation import LvbenchInputError
 
 __all__ = ["naive_mc"]
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import torch
 
-from lvbench.errors import LvbenchInputError
+from lvbench.compute.streaming import LogMeanExp, Mean, stream
+from lvbench.core.options import Interval
 from lvbench.estimators.base import estimator
 from lvbench.estimators.likelihood.weights import log_weight_sampler, proposal_log_weights, resolve_chunk_size
 from lvbench.estimators.proposals import Proposal, resolve_proposal
-from lvbench.estimators.streaming import LogMeanExp, Mean, stream
 
 __all__ = ["cubo", "power_mean", "renyi"]
 
@@ -33,7 +33,13 @@ def power_mean(model, x: torch.Tensor, k: int, power: float, proposal: Proposal,
     return stream(lambda c: power * draw(c), k, chunk, LogMeanExp(), torch.float64) / power
 
 
-@estimator("renyi", kind="likelihood", properties=("lower_bound",), log_weights=proposal_log_weights)
+@estimator(
+    "renyi",
+    kind="likelihood",
+    properties=("lower_bound",),
+    log_weights=proposal_log_weights,
+    constraints={"alpha": Interval(0.0, 1.0, why="where the bound is below log p(x)")},
+)
 def renyi(
     model,
     x: torch.Tensor,
@@ -43,12 +49,16 @@ def renyi(
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Variational Rényi bound, k samples: 1/(1-α) log (1/k) Σ w_i^(1-α); a lower bound for α in [0, 1]."""
-    if not 0.0 <= alpha <= 1.0:
-        raise LvbenchInputError(f"renyi: alpha must lie in [0, 1] (where the bound is below log p(x)), got {alpha}")
     return power_mean(model, x, k, 1.0 - alpha, proposal, chunk_size).to(x.dtype)
 
 
-@estimator("cubo", kind="likelihood", properties=("upper_bound",), log_weights=proposal_log_weights)
+@estimator(
+    "cubo",
+    kind="likelihood",
+    properties=("upper_bound",),
+    log_weights=proposal_log_weights,
+    constraints={"n": Interval(1.0, why="where CUBO_n bounds log p(x) from above")},
+)
 def cubo(
     model,
     x: torch.Tensor,
@@ -58,6 +68,4 @@ def cubo(
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """χ upper bound CUBO_n, k samples: (1/n) log (1/k) Σ w_i^n; the bound is >= log p(x) for n >= 1."""
-    if not n >= 1.0:
-        raise LvbenchInputError(f"cubo: n must be >= 1 (where CUBO_n bounds log p(x) from above), got {n}")
     return power_mean(model, x, k, float(n), proposal, chunk_size).to(x.dtype)

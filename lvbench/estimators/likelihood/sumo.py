@@ -23,11 +23,11 @@ import math
 
 import torch
 
-from lvbench.errors import LvbenchInputError
+from lvbench.compute.streaming import LogMeanExp, chunks
+from lvbench.core.options import Interval
 from lvbench.estimators.base import estimator
 from lvbench.estimators.likelihood.weights import log_weight_sampler, resolve_chunk_size
 from lvbench.estimators.proposals import Proposal, resolve_proposal
-from lvbench.estimators.streaming import LogMeanExp, chunks
 
 __all__ = ["expected_cost", "sumo", "tail_probability"]
 
@@ -53,7 +53,12 @@ def _draw_truncation(n: int, tail_start: int, decay: float, device) -> torch.Ten
     return torch.where(u >= 1.0 / tail_start, head, tail).long()
 
 
-@estimator("sumo", kind="likelihood", properties=("unbiased_log", "consistent"))
+@estimator(
+    "sumo",
+    kind="likelihood",
+    properties=("unbiased_log", "consistent"),
+    constraints={"tail_start": Interval(1, integer=True), "decay": Interval(0.0, 1.0, low_open=True, high_open=True)},
+)
 def sumo(
     model,
     x: torch.Tensor,
@@ -64,8 +69,6 @@ def sumo(
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """SUMO with m = k base samples: IWAE_m + Σ_{j<=K} ΔIWAE_j / P(K >= j); unbiased for log p(x)."""
-    if tail_start < 1 or not 0.0 < decay < 1.0:
-        raise LvbenchInputError(f"sumo: need tail_start >= 1 and 0 < decay < 1, got {tail_start}, {decay}")
     draw = log_weight_sampler(model, x, resolve_proposal(model, x, proposal))
     running = LogMeanExp()
     for c in chunks(k, resolve_chunk_size(model, x, k, chunk_size)):

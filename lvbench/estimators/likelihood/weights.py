@@ -7,10 +7,10 @@ from collections.abc import Callable
 import torch
 from torch.distributions import Distribution
 
+from lvbench.compute.streaming import chunk_size_for
+from lvbench.core.protocol import conditioned_log_joint
+from lvbench.core.validation import check_data, check_num_samples
 from lvbench.estimators.proposals import Proposal, resolve_proposal, sample_with_log_prob
-from lvbench.estimators.streaming import chunk_size_for
-from lvbench.models.base import conditioned_log_joint
-from lvbench.validation import check_data, check_num_samples
 
 __all__ = ["log_importance_weights", "log_weight_sampler", "proposal_log_weights", "resolve_chunk_size"]
 

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from lvbench.registry import ESTIMATORS
+from lvbench.core.registry import ESTIMATORS
 
 __all__ = ["Z_VIOLATION", "declared_violations", "ratio_z"]
 

@@ -19,18 +19,19 @@ enumeration) and independent Bernoulli (optimized: logits; its ELBO is exact by 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from torch.distributions import Bernoulli, Categorical, Independent, Normal
+from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 from torch.nn import functional as F
 
-from lvbench.errors import LvbenchInputError
-from lvbench.models.base import conditioned_log_joint
-from lvbench.protocol import capabilities_of, enumerate_latents
-from lvbench.validation import check_data, check_num_samples
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.protocol import capabilities_of, conditioned_log_joint, enumerate_latents
+from lvbench.core.validation import check_data, check_num_samples
 
-__all__ = ["inference_gaps"]
+__all__ = ["FAMILIES", "Family", "inference_gaps"]
 
 
 def _whitened_normal(n: int, shape: torch.Size, dtype, device, generator: torch.Generator) -> torch.Tensor:
@@ -85,6 +86,73 @@ def _optimize(objective, params: list[torch.Tensor], steps: int, lr: float) -> l
     return best
 
 
+@dataclass(frozen=True)
+class _Options:
+    steps: int
+    lr: float
+    samples: int
+    eval_samples: int
+    generator: torch.Generator
+
+
+def _gaussian_gaps(model, x, q, log_joint, o: _Options) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ELBO(q), ELBO(q*)) for a diagonal Gaussian q: Adam on its mean and log standard deviation over
+    whitened draws, both ELBOs on one larger whitened set."""
+    loc, log_scale = q.base_dist.loc.detach(), q.base_dist.scale.detach().log()
+    fit = _whitened_normal(o.samples, loc.shape, x.dtype, x.device, o.generator)
+    evaluate = _whitened_normal(o.eval_samples, loc.shape, x.dtype, x.device, o.generator)
+    best = _optimize(lambda m, s: _gaussian_elbo(log_joint, m, s, fit), [loc, log_scale], o.steps, o.lr)
+    with torch.no_grad():
+        return _gaussian_elbo(log_joint, loc, log_scale, evaluate), _gaussian_elbo(log_joint, *best, evaluate)
+
+
+def _bernoulli_gaps(model, x, q, log_joint, o: _Options) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ELBO(q), ELBO(q*)) for independent Bernoulli q: Adam on its logits, ELBOs exact by enumeration."""
+    support = enumerate_latents(model)  # [C, L] binary configurations
+    with torch.no_grad():
+        by_config = log_joint(support[:, None].expand(-1, x.shape[0], -1)).T  # [N, C]
+    logits = q.base_dist.logits.detach()
+    (best,) = _optimize(lambda a: _bernoulli_elbo(by_config, support, a), [logits], o.steps, o.lr)
+    with torch.no_grad():
+        return _bernoulli_elbo(by_config, support, logits), _bernoulli_elbo(by_config, support, best)
+
+
+def _categorical_gaps(model, x, q, log_joint, o: _Options) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ELBO(q), ELBO(q*)) for categorical q: Adam on its logits, ELBOs exact by enumeration."""
+    support = enumerate_latents(model)
+    with torch.no_grad():
+        by_category = log_joint(support[:, None].expand(support.shape[0], x.shape[0])).T  # [N, C]
+    logits = q.logits.detach()
+    (best,) = _optimize(lambda lg: _categorical_elbo(by_category, lg), [logits], o.steps, o.lr)
+    with torch.no_grad():
+        return _categorical_elbo(by_category, logits), _categorical_elbo(by_category, best)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A variational family inference gaps can optimize: which q it is, and how to find q* in it."""
+
+    name: str
+    matches: Callable[[Distribution], bool]
+    gaps: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+#: The families, tried in order: the first whose ``matches(q)`` holds computes the gaps.
+FAMILIES = [
+    Family(
+        "diagonal-Gaussian",
+        lambda q: isinstance(q, Independent) and isinstance(q.base_dist, Normal),
+        _gaussian_gaps,
+    ),
+    Family(
+        "Bernoulli",
+        lambda q: isinstance(q, Independent) and isinstance(q.base_dist, Bernoulli),
+        _bernoulli_gaps,
+    ),
+    Family("categorical", lambda q: isinstance(q, Categorical), _categorical_gaps),
+]
+
+
 def inference_gaps(
     model,
     x: torch.Tensor,
@@ -113,42 +181,17 @@ def inference_gaps(
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         q = model.encoder(x)
+    family = next((f for f in FAMILIES if f.matches(q)), None)
+    if family is None:
+        raise LvbenchInputError(
+            f"inference gaps support {', '.join(f.name for f in FAMILIES)} encoders, not {type(q).__name__}"
+        )
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:  # before the closure: its x-only terms must not hold a graph to the weights
         p.requires_grad_(False)
     try:
-        log_joint = conditioned_log_joint(model, x)
-        if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
-            loc, log_scale = q.base_dist.loc.detach(), q.base_dist.scale.detach().log()
-            fit = _whitened_normal(samples, loc.shape, x.dtype, x.device, generator)
-            evaluate = _whitened_normal(eval_samples, loc.shape, x.dtype, x.device, generator)
-            best = _optimize(lambda m, s: _gaussian_elbo(log_joint, m, s, fit), [loc, log_scale], steps, lr)
-            with torch.no_grad():
-                elbo_q = _gaussian_elbo(log_joint, loc, log_scale, evaluate)
-                elbo_star = _gaussian_elbo(log_joint, *best, evaluate)
-        elif isinstance(q, Independent) and isinstance(q.base_dist, Bernoulli):
-            support = enumerate_latents(model)  # [C, L] binary configurations
-            with torch.no_grad():
-                by_config = log_joint(support[:, None].expand(-1, x.shape[0], -1)).T  # [N, C]
-            logits = q.base_dist.logits.detach()
-            (best,) = _optimize(lambda a: _bernoulli_elbo(by_config, support, a), [logits], steps, lr)
-            with torch.no_grad():
-                elbo_q, elbo_star = (
-                    _bernoulli_elbo(by_config, support, logits),
-                    _bernoulli_elbo(by_config, support, best),
-                )
-        elif isinstance(q, Categorical):
-            support = enumerate_latents(model)
-            with torch.no_grad():
-                by_category = log_joint(support[:, None].expand(support.shape[0], x.shape[0])).T  # [N, C]
-            logits = q.logits.detach()
-            (best,) = _optimize(lambda lg: _categorical_elbo(by_category, lg), [logits], steps, lr)
-            with torch.no_grad():
-                elbo_q, elbo_star = _categorical_elbo(by_category, logits), _categorical_elbo(by_category, best)
-        else:
-            raise LvbenchInputError(
-                f"inference gaps support diagonal-Gaussian, Bernoulli and categorical encoders, not {type(q).__name__}"
-            )
+        options = _Options(steps, lr, samples, eval_samples, generator)
+        elbo_q, elbo_star = family.gaps(model, x, q, conditioned_log_joint(model, x), options)
     finally:
         for p in frozen:
             p.requires_grad_(True)

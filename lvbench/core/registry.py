@@ -14,15 +14,18 @@ import fnmatch
 import importlib.metadata
 import inspect
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from lvbench.code_identity import code_identity
-from lvbench.errors import UnknownNameError, did_you_mean
+from lvbench.core.code_identity import code_identity
+from lvbench.core.errors import UnknownNameError, did_you_mean
+from lvbench.core.options import Interval, check_constraints, signature_options
+from lvbench.core.protocol import PROPOSAL_NEEDS, capabilities_of
 
 __all__ = [
     "CAPABILITIES",
+    "DATASET_USES",
     "ESTIMATOR_KINDS",
     "ESTIMATOR_PROPERTIES",
     "Entry",
@@ -50,6 +53,9 @@ CAPABILITIES = {
     "exact_posterior": "exact posterior p(z|x) as a Distribution",
 }
 
+#: Whether a spec gives a model a dataset (``Entry.dataset``).
+DATASET_USES = ("none", "optional", "required")
+
 #: What an estimator can declare about itself.
 ESTIMATOR_PROPERTIES = {
     "lower_bound": "E[estimate] <= log p(x)",
@@ -65,7 +71,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered estimator or model factory and what it needs and is."""
+    """A registered estimator or model factory: what it needs and is, and the hooks the runner calls.
+
+    Hooks (all optional, read by name, never through untyped metadata):
+    ``check(model, **options) -> reason | None``: a rule of its own beyond ``needs`` (e.g. JVI's k > order);
+    ``log_weights(model, x, k, **options) -> [k, N] | None``: its importance log-weights, for the k-hat
+    and ESS diagnostics; ``fit(model, x, k, objective, **options) -> control``: fits a learned control
+    variate once per gradient study (``lvbench.fit_control``).
+    """
 
     name: str
     kind: str
@@ -75,7 +88,17 @@ class Entry:
     objectives: tuple[str, ...] = ()
     min_k: int = 1
     source: str = "lvbench"
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    check: Callable[..., str | None] | None = field(default=None, compare=False)
+    log_weights: Callable[..., Any] | None = field(default=None, compare=False)
+    fit: Callable[..., Any] | None = field(default=None, compare=False)
+    #: the objectives a declared "unbiased" holds for, where that is fewer than ``objectives`` (STL: ELBO)
+    unbiased_for: tuple[str, ...] = ()
+    #: declared ranges of numeric options, read by the estimator's call, the spec loader and ``lvbench list``
+    constraints: Mapping[str, Interval] = field(default_factory=dict, compare=False)
+    #: the surrogate's value is itself an unbiased estimate of the objective (training records it as is)
+    surrogate_is_objective: bool = False
+    #: models: whether a spec gives it a dataset: "none" (it simulates its data), "optional", "required"
+    dataset: str = "none"
     #: the code behind it (``lvbench.code_identity``), taken when it registered: part of every cell's id
     code: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -83,6 +106,13 @@ class Entry:
     def description(self) -> str:
         doc = inspect.getdoc(self.obj) or ""
         return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    def unbiased_for_objective(self, objective: str) -> bool:
+        """Whether this gradient estimator declares itself unbiased for ``objective``: for those in
+        ``unbiased_for`` where it names some, else for all its objectives where it declares "unbiased"."""
+        if self.unbiased_for:
+            return objective in self.unbiased_for
+        return "unbiased" in self.properties
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.obj(*args, **kwargs)
@@ -106,6 +136,7 @@ class Registry:
         unknown = (set(entry.needs) - set(CAPABILITIES)) | (set(entry.properties) - set(ESTIMATOR_PROPERTIES))
         if unknown and self.what == "estimator":
             raise ValueError(f"{self.what} {entry.name!r} declares unknown capabilities/properties {sorted(unknown)}")
+        _check_declarations(entry)
         source = self._loading or entry.source  # name the plugin, also in the refusal below
         entry = dataclasses.replace(entry, source=source, code=code_identity(entry.obj, self._loading_dist))
         if entry.name in self._entries:
@@ -165,6 +196,22 @@ class Registry:
                 )
 
 
+def _check_declarations(entry: Entry) -> None:
+    """Refuse declarations that cannot hold: ``unbiased_for`` beyond the objectives, a constraint on an
+    option the function does not take or that its own default breaks, an unknown dataset use."""
+    if not set(entry.unbiased_for) <= set(entry.objectives):
+        raise ValueError(f"estimator {entry.name!r}: unbiased_for {entry.unbiased_for} is not among its objectives")
+    if entry.dataset not in DATASET_USES:
+        raise ValueError(f"model {entry.name!r}: dataset must be one of {DATASET_USES}, got {entry.dataset!r}")
+    if entry.constraints:
+        params, _ = signature_options(entry.obj, 3)
+        for name in entry.constraints:
+            if name not in params:
+                raise ValueError(f"estimator {entry.name!r} constrains {name!r}, which is not one of its options")
+        defaults = {n: p.default for n, p in params.items() if n in entry.constraints and p.default is not p.empty}
+        check_constraints(entry.constraints, defaults, f"estimator {entry.name!r}: the default of ")
+
+
 ESTIMATORS = Registry("estimator", "lvbench.estimators", ESTIMATOR_KINDS)
 MODELS = Registry("model", "lvbench.models", ("model",))
 
@@ -182,7 +229,12 @@ def register_estimator(
     properties: Iterable[str] = (),
     objectives: Iterable[str] = (),
     min_k: int = 1,
-    **meta: Any,
+    check: Callable[..., str | None] | None = None,
+    log_weights: Callable[..., Any] | None = None,
+    fit: Callable[..., Any] | None = None,
+    unbiased_for: Iterable[str] = (),
+    constraints: Mapping[str, Interval] | None = None,
+    surrogate_is_objective: bool = False,
 ) -> Callable[[T], T]:
     """Register a likelihood or gradient estimator under ``name``.
 
@@ -190,26 +242,44 @@ def register_estimator(
     ``properties``: what the estimator is (see ``ESTIMATOR_PROPERTIES``).
     ``objectives``: for gradient estimators, the objectives it estimates ("elbo", "iwae").
     ``min_k``: the smallest sample budget it accepts (e.g. 2 for leave-one-out baselines).
+    ``check``, ``log_weights``, ``fit``: the hooks of ``Entry``; ``unbiased_for``: the objectives a
+    declared "unbiased" holds for, if fewer than all; ``constraints``: {option: ``Interval``};
+    ``surrogate_is_objective``: the surrogate's value estimates the objective without bias.
     """
     _check_name(name)
     if kind == "gradient" and not objectives:
         raise ValueError(f"gradient estimator {name!r} must declare its objectives, e.g. objectives=('elbo',)")
 
     def decorate(obj: T) -> T:
-        ESTIMATORS.add(
-            Entry(name, kind, obj, frozenset(needs), frozenset(properties), tuple(objectives), int(min_k), meta=meta)  # type: ignore[arg-type]
+        entry = Entry(
+            name,
+            kind,
+            obj,  # type: ignore[arg-type]
+            frozenset(needs),
+            frozenset(properties),
+            tuple(objectives),
+            int(min_k),
+            check=check,
+            log_weights=log_weights,
+            fit=fit,
+            unbiased_for=tuple(unbiased_for),
+            constraints=dict(constraints or {}),
+            surrogate_is_objective=bool(surrogate_is_objective),
         )
+        ESTIMATORS.add(entry)
         return obj
 
     return decorate
 
 
-def register_model(name: str, **meta: Any) -> Callable[[T], T]:
-    """Register a model factory (a class or function returning a model) under ``name``."""
+def register_model(name: str, *, dataset: str = "none") -> Callable[[T], T]:
+    """Register a model factory (a class or function returning a model) under ``name``. ``dataset``:
+    whether a spec gives it data to train on: "none" (it simulates its data from its own ground truth),
+    "optional" or "required"."""
     _check_name(name)
 
     def decorate(obj: T) -> T:
-        MODELS.add(Entry(name, "model", obj, meta=meta))  # type: ignore[arg-type]
+        MODELS.add(Entry(name, "model", obj, dataset=dataset))  # type: ignore[arg-type]
         return obj
 
     return decorate
@@ -235,16 +305,10 @@ def get_model(name: str) -> Entry:
     return MODELS.get(name)
 
 
-#: Model capabilities each proposal choice requires.
-PROPOSAL_NEEDS = {"encoder": "encoder", "posterior": "exact_posterior", "prior": None}
-
-
 def incompatibility(entry: Entry | str, model: Any, **options: Any) -> str | None:
     """Why ``entry`` cannot run on ``model`` with ``options``, or None when it can."""
     if isinstance(entry, str):
         entry = get_estimator(entry)
-    from lvbench.protocol import capabilities_of
-
     caps = capabilities_of(model)
     missing = sorted(entry.needs - caps)
     if missing:
@@ -262,5 +326,4 @@ def incompatibility(entry: Entry | str, model: Any, **options: Any) -> str | Non
     objective = options.get("objective")
     if objective is not None and entry.kind == "gradient" and objective not in entry.objectives:
         return f"{entry.name} estimates {list(entry.objectives)}, not objective={objective!r}"
-    check = entry.meta.get("check")  # an estimator's own rule: (model, **options) -> reason or None
-    return check(model, **options) if check is not None else None
+    return entry.check(model, **options) if entry.check is not None else None

@@ -4,6 +4,10 @@ A spec's estimator options, model parameters and nested tables are all checked t
 an unknown name is refused with a did-you-mean suggestion, and a value is checked against the
 parameter's annotation (``bool``, ``int``, ``float``, ``str``, ``Literal[...]`` choices, unions,
 ``None``). Plugins get the same checks from their own annotations; unannotated options pass.
+
+Ranges an annotation cannot say (Rényi's α in [0, 1], SUMO's decay in (0, 1)) are declared once, as
+``Interval`` constraints at registration: the estimator's call, the spec loader and ``lvbench list`` all
+read the same declaration, so a spec with ``alpha = 2`` is refused when it loads, not when its cell runs.
 """
 
 from __future__ import annotations
@@ -13,11 +17,21 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, Union
 
-from lvbench.errors import LvbenchInputError, UnknownNameError, did_you_mean
+from lvbench.core.errors import LvbenchInputError, UnknownNameError, did_you_mean
 
-__all__ = ["check_keys", "check_options", "check_value", "describe_annotation", "signature_options", "type_hints"]
+__all__ = [
+    "Interval",
+    "check_constraints",
+    "check_keys",
+    "check_options",
+    "check_value",
+    "describe_annotation",
+    "signature_options",
+    "type_hints",
+]
 
 
 @functools.cache
@@ -133,3 +147,49 @@ def check_options(
     for name, value in options.items():
         if name in hints:
             check_value(value, hints[name], f"{where}.{name}")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A number's admissible range: ``low`` < (or <=) value < (or <=) ``high``; ``None`` is unbounded.
+    ``why`` says in a few words what the range is for (it ends the refusal)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""
+    #: whole numbers only (a count: steps, an order)
+    integer: bool = False
+
+    def admits(self, value: Any) -> bool:
+        if value is None:  # an optional option left unset
+            return True
+        if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def describe(self) -> str:
+        """ "lie in [0, 1)", "be >= 1", "be an integer >= 1", "be > 0"."""
+        what = "be an integer " if self.integer else "be "
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            where = f"in {left}{self.low:g}, {self.high:g}{right}"
+            return f"{what}{where}" if self.integer else f"lie {where}"
+        if self.low is not None:
+            return f"{what}{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{what}{'<' if self.high_open else '<='} {self.high:g}"
+        return what.strip() if self.integer else "be a number"
+
+
+def check_constraints(constraints: Mapping[str, Interval], options: Mapping[str, Any], prefix: str) -> None:
+    """Refuse an option outside its declared ``Interval``: "<prefix><name> must lie in [0, 1] (why), got 2"."""
+    for name, interval in constraints.items():
+        if name in options and not interval.admits(options[name]):
+            why = f" ({interval.why})" if interval.why else ""
+            raise LvbenchInputError(f"{prefix}{name} must {interval.describe()}{why}, got {options[name]!r}")

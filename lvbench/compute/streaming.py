@@ -12,10 +12,11 @@ from typing import Protocol
 
 import torch
 
-from lvbench.errors import LvbenchInputError
-from lvbench.protocol import floats_per_sample
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.protocol import floats_per_sample
 
 __all__ = [
+    "CPU_DRAW_BUDGET",
     "CPU_MEMORY_BUDGET",
     "LogMeanExp",
     "Mean",
@@ -23,14 +24,17 @@ __all__ = [
     "bytes_per_sample",
     "chunk_size_for",
     "chunks",
+    "draw_budget",
     "items_within_budget",
     "memory_budget",
 ]
 
 #: Bytes of intermediate tensors one chunk may use on the CPU: small enough to stay cache-friendly
-#: (measured on the IWAE-paper VAE with oneDNN matmuls, 2-core EPYC: 16-44 samples x 100 points per chunk
-#: tie, within 5%, and run 8-10% faster than 11; this budget gives 22).
+#: (how it was chosen, and on what machine: the README's "Performance").
 CPU_MEMORY_BUDGET = 64 * 2**20
+#: Bytes of intermediates one vmap batch of gradient draws may use on the CPU: half the chunks' budget,
+#: since vmapped backward passes run on torch.mm and the loop's on oneDNN (README, "Performance").
+CPU_DRAW_BUDGET = 32 * 2**20
 #: On CUDA a chunk may use 1/16 of the device's memory, at most this: large chunks amortize the fixed
 #: kernel-launch and Python cost of each chunk, which a 32 MiB chunk of a small model would not.
 CUDA_MEMORY_BUDGET_CAP = 2 * 2**30
@@ -43,6 +47,11 @@ def memory_budget(device: torch.device | str) -> int:
     if device.type == "cuda":
         return int(min(CUDA_MEMORY_BUDGET_CAP, torch.cuda.get_device_properties(device).total_memory // 16))
     return CPU_MEMORY_BUDGET
+
+
+def draw_budget(device: torch.device | str) -> int:
+    """Bytes one vmap batch of gradient draws may use on ``device``."""
+    return CPU_DRAW_BUDGET if torch.device(device).type == "cpu" else memory_budget(device)
 
 
 def items_within_budget(bytes_per_item: int, total: int, budget_bytes: int) -> int:

@@ -20,7 +20,10 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["code_identity", "lvbench_identity", "lvbench_version", "source_digest"]
+__all__ = ["VERSION", "code_identity", "lvbench_identity", "lvbench_version", "source_digest"]
+
+#: lvbench's release version (``lvbench.__version__``; pyproject.toml states the same).
+VERSION = "0.5.0"
 
 
 def _files(root: str) -> list[str]:
@@ -104,9 +107,7 @@ def code_identity(obj: Any, distribution: tuple[str, str] | None = None) -> dict
 def lvbench_identity() -> dict[str, str]:
     """lvbench's own code identity: its version and a digest of its source (a release's is fixed; a
     checkout's changes with every edit)."""
-    import lvbench
-
-    return {"distribution": "lvbench", "version": lvbench.__version__, "source": source_digest(lvbench)}
+    return {"distribution": "lvbench", "version": VERSION, "source": source_digest(lvbench_identity)}
 
 
 def lvbench_version() -> str:

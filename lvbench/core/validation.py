@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch.distributions import constraints
 
-from lvbench.errors import LvbenchInputError
-from lvbench.protocol import data_support
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.protocol import data_support
 
 __all__ = ["LvbenchInputError", "check_num_samples", "check_data", "model_dtype_device"]
 

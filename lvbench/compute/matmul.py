@@ -6,8 +6,9 @@ the bias and the activation in its epilogue (``torch.ops.mkldnn._linear_pointwis
 a backward whose ∂h matmul is oneDNN's too. On x86 torch wheels ``torch.mm`` is MKL, which on the 2-core
 AMD EPYC this project develops on runs at half oneDNN's rate (measured: 206 vs 463 GFLOP/s). Elsewhere
 (CUDA, float64, a torch built without oneDNN, inside ``torch.func`` transforms) it is the modules' own
-eager forward. Both compute the same function; only the rounding differs (tested against float64). Which one
-runs is reported by ``cpu_matmul_backend`` and recorded with every run (``machine_info``).
+eager forward, and everywhere on the ``eager`` route (``lvbench.compute.routes``). Both compute the same
+function; only the rounding differs (tested against float64). Which one runs is reported by
+``cpu_matmul_backend``, recorded with every run (``machine_info``) and part of every CPU cell's id.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from lvbench.compute.routes import fast_route
+
 __all__ = [
     "OneDNNLinear",
     "cpu_matmul_backend",
@@ -26,6 +29,7 @@ __all__ = [
     "linear_magnitude",
     "mlp_forward",
     "onednn_enabled",
+    "onednn_linear",
 ]
 
 #: Activation modules oneDNN applies in the matmul's epilogue: module type -> oneDNN post-op name.
@@ -60,7 +64,10 @@ def onednn_enabled() -> bool:
 
 
 def cpu_matmul_backend() -> str:
-    """Which kernels ``mlp_forward`` uses on the CPU in float32: "onednn" or "aten"."""
+    """Which kernels the models use on the CPU in float32: "onednn" or "aten" on the fast route,
+    "eager" (the modules' own forward and torch.distributions) on the eager route."""
+    if not fast_route():
+        return "eager"
     return "onednn" if onednn_enabled() else "aten"
 
 
@@ -77,13 +84,20 @@ def _use_onednn(h: torch.Tensor, layer: nn.Linear) -> bool:
         and layer.weight.dtype == torch.float32
         and layer.weight.device.type == "cpu"
         and not inside_torch_func()
+        and fast_route()
         and onednn_enabled()
     )
 
 
-def _linear(
-    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, attr: str, scalars: Sequence[float] = ()
+def onednn_linear(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    attr: str = "none",
+    scalars: Sequence[float] = (),
 ) -> torch.Tensor:
+    """act(h Wᵀ + b) as one oneDNN call (``attr``: the epilogue, e.g. "tanh"; "none" for none): the one
+    place lvbench calls torch's private ``mkldnn._linear_pointwise``. CPU float32 only; no autograd."""
     return torch.ops.mkldnn._linear_pointwise(h, weight, bias, attr, list(scalars), "")
 
 
@@ -94,7 +108,7 @@ class OneDNNLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, attr: str) -> torch.Tensor:
-        return _linear(h.contiguous(), weight, bias, attr)
+        return onednn_linear(h.contiguous(), weight, bias, attr)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -113,7 +127,7 @@ class OneDNNLinear(torch.autograd.Function):
         elif ctx.attr == "relu":
             grad = torch.ops.aten.threshold_backward(grad, y, 0)
         rows = grad.reshape(-1, grad.shape[-1])
-        grad_h = _linear(grad.contiguous(), weight.T, None, "none") if ctx.needs_input_grad[0] else None
+        grad_h = onednn_linear(grad.contiguous(), weight.T, None, "none") if ctx.needs_input_grad[0] else None
         grad_w = rows.T @ h.reshape(-1, h.shape[-1]) if ctx.needs_input_grad[1] else None
         grad_b = rows.sum(0) if ctx.needs_input_grad[2] else None
         return grad_h, grad_w, grad_b, None
@@ -136,7 +150,7 @@ def mlp_forward(modules: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
                 attr = attr if attr in DIFFERENTIABLE_EPILOGUES else "none"
                 h = OneDNNLinear.apply(h, module.weight, module.bias, attr)
             else:
-                h = _linear(h.contiguous(), module.weight, module.bias, attr)
+                h = onednn_linear(h.contiguous(), module.weight, module.bias, attr)
             i += 2 if attr != "none" else 1
         else:
             h = module(h)
@@ -148,5 +162,5 @@ def linear_magnitude(layer: nn.Linear, h: torch.Tensor) -> torch.Tensor:
     """|h Wᵀ + b| without autograd, a fresh tensor: on oneDNN the epilogue is a leaky ReLU of slope -1
     (exactly |·|: oneDNN fuses no plain abs), else ``abs_`` after the layer."""
     if _use_onednn(h, layer) and not torch.is_grad_enabled():
-        return _linear(h.contiguous(), layer.weight, layer.bias, "leaky_relu", [-1.0])
+        return onednn_linear(h.contiguous(), layer.weight, layer.bias, "leaky_relu", [-1.0])
     return layer(h).abs_()

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from lvbench.errors import LvbenchInputError
+from lvbench.core.errors import LvbenchInputError
 
 __all__ = [
     "band_counts",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["LvbenchInputError", "UnknownNameError", "did_you_mean", "suggest"]
+__all__ = ["LvbenchInputError", "NoExactReference", "UnknownNameError", "did_you_mean", "suggest"]
 
 
 class LvbenchInputError(ValueError):
@@ -21,6 +21,10 @@ class UnknownNameError(LvbenchInputError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0]) if self.args else ""
+
+
+class NoExactReference(LvbenchInputError):
+    """No closed form or enumeration gives this objective on this model."""
 
 
 def _normal(name: str) -> str:

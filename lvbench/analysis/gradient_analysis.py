@@ -11,7 +11,6 @@ similarity to it, and seconds per gradient.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -23,14 +22,15 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from lvbench.errors import LvbenchInputError
+from lvbench.analysis.exact import exact_gradient, has_exact
+from lvbench.compute.measure import sync
+from lvbench.compute.streaming import bytes_per_sample, chunks, draw_budget, items_within_budget
+from lvbench.compute.torch_patches import out_of_place_normal_sampling
+from lvbench.core.errors import LvbenchInputError
+from lvbench.core.protocol import capabilities_of, inference_parameters
+from lvbench.core.registry import get_estimator
+from lvbench.core.validation import check_data, check_num_samples
 from lvbench.estimators.gradient.fitted import fit_control
-from lvbench.estimators.streaming import bytes_per_sample, items_within_budget, memory_budget
-from lvbench.exact import exact_gradient, has_exact
-from lvbench.measure import sync
-from lvbench.protocol import capabilities_of, inference_parameters
-from lvbench.registry import get_estimator
-from lvbench.validation import check_data, check_num_samples
 
 __all__ = [
     "GradientDraws",
@@ -82,18 +82,6 @@ def _layout(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], dict[str,
     return named, slices, groups
 
 
-#: Bytes of intermediates one vmap batch of gradient draws may use on the CPU. Half the likelihood chunks'
-#: budget: the loop's backward passes run on oneDNN (``OneDNNLinear``), vmap's on torch.mm, so a batch must
-#: hold several draws to pay (measured on the IWAE-paper VAE, 2-core EPYC: 2 draws of k = 10 per batch ran
-#: 0.77-0.86x the loop's speed; this budget gives 1 there, and the loop).
-CPU_DRAW_BUDGET = 32 * 2**20
-
-
-def draw_budget(device: torch.device | str) -> int:
-    """Bytes one vmap batch of gradient draws may use on ``device``."""
-    return CPU_DRAW_BUDGET if torch.device(device).type == "cpu" else memory_budget(device)
-
-
 def draw_gradients(
     model: nn.Module,
     x: torch.Tensor,
@@ -128,7 +116,7 @@ def draw_gradients(
         raise LvbenchInputError(f"{estimator!r} is a {fn.kind} estimator, not a gradient estimator")
     opts = {"objective": objective, **options}
     fit = None
-    if fn.meta.get("fit") is not None:  # a control variate with parameters: fitted once, before the draws
+    if fn.fit is not None:  # a control variate with parameters: fitted once, before the draws
         if opts.get("control") is None:
             opts["control"] = fit_control(estimator, model, x, num_samples, **opts)
         fit = opts["control"].record
@@ -219,35 +207,12 @@ class _VmapDraws:
         if not self.ok:
             return
         try:
-            with _out_of_place_normal_sampling():
-                for b in _batches(n, self.batch):
+            with out_of_place_normal_sampling():
+                for b in chunks(n, self.batch):
                     grads = self.many(torch.empty(b, device=self.rows.values.device))
                     self.rows.write([grads[key] for key in self.keys], b)
         except Exception:  # noqa: BLE001 — not every op has a batching rule
             self.ok = False
-
-
-@contextlib.contextmanager
-def _out_of_place_normal_sampling():
-    """torch.distributions draws N(0, 1) noise with the in-place ``normal_``, which vmap cannot give
-    independent randomness per draw; swap in the out-of-place ``torch.randn`` while vectorizing."""
-
-    def standard_normal(shape, dtype, device):
-        return torch.randn(shape, dtype=dtype, device=device)
-
-    modules = [torch.distributions.normal, torch.distributions.multivariate_normal]
-    saved = [m._standard_normal for m in modules]
-    try:
-        for m in modules:
-            m._standard_normal = standard_normal
-        yield
-    finally:
-        for m, f in zip(modules, saved, strict=True):
-            m._standard_normal = f
-
-
-def _batches(total: int, size: int) -> list[int]:
-    return [size] * (total // size) + ([total % size] if total % size else [])
 
 
 @dataclass

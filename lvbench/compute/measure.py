@@ -14,7 +14,7 @@ from collections import Counter
 import torch
 from torch.overrides import TorchFunctionMode
 
-from lvbench.errors import LvbenchInputError
+from lvbench.core.errors import LvbenchInputError
 
 __all__ = ["SYNCING_CALLS", "HostSyncs", "PeakMemory", "sync"]
 

@@ -9,14 +9,23 @@ its capabilities they are inferred from what it has; these helpers give each opt
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
 import torch
 from torch.distributions import Bernoulli, Independent, constraints
 
-from lvbench.errors import LvbenchInputError
+from lvbench.core.errors import LvbenchInputError
 
 __all__ = [
+    "PROPOSAL_NEEDS",
     "REQUIRED_METHODS",
+    "ProposalName",
     "capabilities_of",
+    "conditioned_log_joint",
+    "infer_capabilities",
+    "offers",
+    "placeholder",
     "check_protocol",
     "data_support",
     "enumerate_latents",
@@ -25,6 +34,10 @@ __all__ = [
 ]
 
 REQUIRED_METHODS = ("prior", "likelihood", "log_joint")
+
+#: The proposals q(z|x) a spec names, and the capability each needs of the model (None: every model).
+ProposalName = Literal["encoder", "posterior", "prior"]
+PROPOSAL_NEEDS: dict[str, str | None] = {"encoder": "encoder", "posterior": "exact_posterior", "prior": None}
 
 
 def check_protocol(model: object) -> None:
@@ -41,36 +54,65 @@ def _is_discrete(prior) -> bool:
     return bool(getattr(prior.support, "is_discrete", False))
 
 
+def placeholder(method):
+    """Mark a base class's stand-in for an optional protocol method (one that raises, or a generic
+    default): having it offers nothing, so ``capabilities_of`` looks past it."""
+    method.__lvbench_placeholder__ = True
+    return method
+
+
+def offers(model: object, name: str) -> bool:
+    """Whether ``model`` has its own optional method ``name`` (not a base class's ``placeholder``)."""
+    method = getattr(model, name, None)
+    return callable(method) and not getattr(getattr(type(model), name, None), "__lvbench_placeholder__", False)
+
+
 def capabilities_of(model: object) -> frozenset[str]:
-    """What ``model`` offers estimators: its own ``capabilities()`` where it declares them, else inferred
-    from what it has (the prior's support, ``rsample`` and ``enumerate_support``; an ``encoder``;
-    ``log_marginal``; ``posterior``; ``relaxed_likelihood``)."""
+    """What ``model`` offers estimators, by one rule for every model (``LatentVariableModel`` subclasses
+    and protocol-only objects alike): its own ``capabilities()`` where it declares them, else inferred
+    from what it has: the prior's support (discrete or continuous; Bernoulli: binary), ``rsample`` (of the
+    prior, and of the encoder where it says ``has_rsample``), a finite support (the prior's
+    ``enumerate_support`` or the model's own ``enumerate_latents``), an ``encoder``, and its own
+    ``log_marginal``, ``posterior`` and ``relaxed_likelihood``."""
     declared = getattr(model, "capabilities", None)
-    if callable(declared):
+    if callable(declared) and not getattr(getattr(type(model), "capabilities", None), "__lvbench_placeholder__", False):
         return frozenset(declared())
+    return infer_capabilities(model)
+
+
+def infer_capabilities(model: object) -> frozenset[str]:
+    """The capabilities ``model`` has by what it is (see ``capabilities_of``)."""
     check_protocol(model)
     prior = model.prior()
+    encoder = getattr(model, "encoder", None)
     caps = set()
     if _is_discrete(prior):
         caps.add("discrete_latent")
         base = prior.base_dist if isinstance(prior, Independent) else prior
         if isinstance(base, Bernoulli):
             caps.add("binary_latent")
-        if prior.has_enumerate_support:
+        if prior.has_enumerate_support or offers(model, "enumerate_latents"):
             caps.add("enumerable")
-        if callable(getattr(model, "relaxed_likelihood", None)):
+        if offers(model, "relaxed_likelihood"):
             caps.add("relaxable")
     else:
         caps.add("continuous_latent")
-        if prior.has_rsample:
+        if prior.has_rsample and (encoder is None or getattr(encoder, "has_rsample", True)):
             caps.add("reparameterizable")
-    if getattr(model, "encoder", None) is not None:
+    if encoder is not None:
         caps.add("encoder")
-    if callable(getattr(model, "log_marginal", None)):
+    if offers(model, "log_marginal"):
         caps.add("exact_marginal")
-    if callable(getattr(model, "posterior", None)):
+    if offers(model, "posterior"):
         caps.add("exact_posterior")
     return frozenset(caps)
+
+
+def conditioned_log_joint(model, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z -> log p(x, z) for fixed x: the model's ``conditioned_log_joint`` where it has one (any
+    protocol model may lack it), else a closure over ``log_joint``."""
+    method = getattr(model, "conditioned_log_joint", None)
+    return method(x) if method is not None else (lambda z: model.log_joint(x, z))
 
 
 def enumerate_latents(model) -> torch.Tensor:

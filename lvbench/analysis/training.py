@@ -12,12 +12,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from lvbench.core.protocol import capabilities_of, inference_parameters
+from lvbench.core.registry import get_estimator
+from lvbench.core.seeding import seeded
+from lvbench.core.validation import LvbenchInputError, check_data, check_num_samples
 from lvbench.data import BinarizedImages
 from lvbench.estimators.gradient.common import batch_objective
-from lvbench.protocol import capabilities_of, inference_parameters
-from lvbench.registry import get_estimator
-from lvbench.seeding import seeded
-from lvbench.validation import LvbenchInputError, check_data, check_num_samples
 
 __all__ = ["fit_encoder", "train_vae"]
 
@@ -71,7 +71,7 @@ def train_vae(
                 surrogate = grad_est(model, x, num_samples=k, objective=objective)
                 (-surrogate).backward()
                 opt.step()
-                if estimator in SURROGATE_IS_OBJECTIVE:
+                if grad_est.surrogate_is_objective:  # its value is the objective's estimate already
                     value = float(surrogate.detach())
                 else:
                     with torch.no_grad():
@@ -81,10 +81,6 @@ def train_vae(
             history.append({"epoch": epoch + 1, "objective": total / count, "seconds": time.perf_counter() - start})
             bar.set_postfix(objective=f"{total / count:.3f}")
     return pd.DataFrame(history)
-
-
-#: Estimators whose surrogate's value is itself an unbiased estimate of the objective.
-SURROGATE_IS_OBJECTIVE = ("reparam", "stl", "enumeration")
 
 
 def _objective_value(model, x: torch.Tensor, k: int, objective: str) -> torch.Tensor:
