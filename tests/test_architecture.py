@@ -189,3 +189,24 @@ def test_fast_and_eager_routes_compute_the_same_vae_log_joint(grad):
         assert (value - reference).abs().max() <= tolerance, route
     if grad:
         assert torch.allclose(grads["fast"], grads["eager"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_gradient_reference_seed_is_shared_by_a_comparison_and_free_of_code_digests(monkeypatch):
+    """Every estimator of one (model, objective, k, device) meets the same reference draws, and a change
+    of code that changes no number (lvbench's source digest is in every id) draws the same reference."""
+    from lvbench.experiments import cells as cells_module
+    from lvbench.experiments.spec import resolve_spec
+
+    spec = resolve_spec(
+        {
+            "models": {"lg": {"type": "linear_gaussian", "data_dim": 3, "latent_dim": 2}},
+            "gradients": {"reparam": {"k": [5]}, "score_function": {"k": [5]}},
+        }
+    )
+    instances = {"lg": lvbench.get_model("linear_gaussian")(3, 2)}
+    before = cells_module.expand(spec, instances, {"lg": "key"})[0]
+    monkeypatch.setattr(cells_module, "lvbench_version", lambda: "0.0.0+edited")
+    after = cells_module.expand(spec, instances, {"lg": "key-of-edited-code"})[0]
+    assert len({c.reference_seed for c in before}) == 1 and before[0].reference_seed != 0
+    assert [c.reference_seed for c in before] == [c.reference_seed for c in after]
+    assert {c.id for c in before}.isdisjoint(c.id for c in after)  # while every id changed

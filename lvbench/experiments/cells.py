@@ -42,6 +42,11 @@ class Cell:
     options_json: str  # sorted JSON of the estimator's options
     objective: str | None
     seed: int
+    #: gradient studies: the seed of the Monte Carlo reference gradient of the cell's comparison, a
+    #: function of (run seed, model, objective, k, device) alone, so every estimator compared there meets
+    #: the very same reference, and free of code digests, so a change of code that changes no number
+    #: (a move, a comment) draws the same reference; 0 for likelihood cells
+    reference_seed: int
     dtype: str
     threads: int
     diagnostics_max_k: int  # likelihood cells: k-hat/ESS recorded up to this k (0 for gradient studies)
@@ -111,6 +116,11 @@ def expand(
                             options_json=json.dumps(options, sort_keys=True),
                             objective=es.objective,
                             seed=_seed(run.seed, parts),
+                            reference_seed=(
+                                _seed(run.seed, ("gradient reference", ms.label, es.objective, k, device))
+                                if es.kind == "gradient"
+                                else 0
+                            ),
                             dtype=run.dtype,
                             threads=run.threads,
                             diagnostics_max_k=run.diagnostics_max_k if es.kind == "likelihood" else 0,

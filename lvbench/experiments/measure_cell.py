@@ -29,7 +29,7 @@ from lvbench.experiments.cells import Cell
 from lvbench.experiments.identity import digest
 from lvbench.experiments.prepare import load_prepared
 
-__all__ = ["CellFailure", "progress_units", "reference_seed", "run_cell", "torch_threads"]
+__all__ = ["CellFailure", "progress_units", "run_cell", "torch_threads"]
 
 #: Options of a gradient study that are not the estimator's (``analyze_gradients`` takes them).
 STUDY_ONLY = ("reference", "reference_draws")
@@ -119,12 +119,6 @@ def _generator_state(device: torch.device) -> bytes:
     return bytes(state.numpy())
 
 
-def reference_seed(cell: Cell) -> int:
-    """The seed of the Monte Carlo reference gradient of the cell's comparison: a function of (model,
-    objective, k, device) alone, so every estimator compared there meets the very same reference."""
-    return int(digest(["gradient reference", cell.model_key, cell.objective, cell.k, cell.device]), 16) % 2**31
-
-
 def _fitted_control(cell: Cell, prepared, options: dict[str, Any]) -> dict[str, Any]:
     """For an estimator with a fitted control variate: fit it once, with a seed of its own (the draws must
     not reuse the noise it was fitted on), so the study and the memory measurement share it."""
@@ -147,7 +141,7 @@ def _gradient_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
         objective=cell.objective,
         repeats=cell.repeats,
         seed=cell.seed,
-        reference_seed=reference_seed(cell),
+        reference_seed=cell.reference_seed,
         **cell.options,
         **control,
     )

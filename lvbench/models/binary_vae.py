@@ -65,7 +65,8 @@ class BinaryVAE(LatentVariableModel):
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(z) + Σ_d [x_d l_d - softplus(l_d)] with decoder logits l = f_θ(z)."""
-        return bernoulli_log_prob(z, self.prior_logits) + bernoulli_log_prob(x, self.decoder(z))
+        log_lik = bernoulli_log_prob(x, self.decoder(z))  # first: autograd's accumulation order, kept
+        return bernoulli_log_prob(z, self.prior_logits) + log_lik
 
     @property
     def data_support(self) -> constraints.Constraint:
