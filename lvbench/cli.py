@@ -130,7 +130,7 @@ def _writable_file(path: str, flag: str) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from lvbench.analysis.training import train_vae
     from lvbench.core.options import check_options
-    from lvbench.core.registry import MODELS, get_estimator, get_model, incompatibility
+    from lvbench.core.registry import get_estimator, get_model, incompatibility, trained_model_types
     from lvbench.data import load_dataset
     from lvbench.experiments.prepare import training_estimator
     from lvbench.experiments.store import atomic_write
@@ -140,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _writable_file(args.out, "--out")  # before training, not after
     factory = get_model(args.model)
     if factory.dataset == "none":
-        trained = sorted(e.name for e in MODELS.entries() if e.dataset != "none")
+        trained = trained_model_types()
         raise LvbenchInputError(
             f"--model {args.model} simulates its data and is not trained on a dataset; one of {trained}"
         )

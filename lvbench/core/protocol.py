@@ -74,9 +74,8 @@ def capabilities_of(model: object) -> frozenset[str]:
     prior, and of the encoder where it says ``has_rsample``), a finite support (the prior's
     ``enumerate_support`` or the model's own ``enumerate_latents``), an ``encoder``, and its own
     ``log_marginal``, ``posterior`` and ``relaxed_likelihood``."""
-    declared = getattr(model, "capabilities", None)
-    if callable(declared) and not getattr(getattr(type(model), "capabilities", None), "__lvbench_placeholder__", False):
-        return frozenset(declared())
+    if offers(model, "capabilities"):
+        return frozenset(model.capabilities())
     return infer_capabilities(model)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "list_models",
     "register_estimator",
     "register_model",
+    "trained_model_types",
 ]
 
 ESTIMATOR_KINDS = ("likelihood", "gradient")
@@ -283,6 +284,13 @@ def register_model(name: str, *, dataset: str = "none") -> Callable[[T], T]:
         return obj
 
     return decorate
+
+
+def trained_model_types() -> list[str]:
+    """Names of the registered model types a spec may give a dataset to train on (``dataset`` other than
+    "none")."""
+    MODELS.discover()
+    return sorted(e.name for e in MODELS.entries() if e.dataset != "none")
 
 
 def list_estimators(kind: str | None = None, pattern: str = "*") -> list[str]:

@@ -17,7 +17,7 @@ except ModuleNotFoundError:  # Python 3.10
 from lvbench.core.errors import LvbenchInputError, UnknownNameError, did_you_mean
 from lvbench.core.options import check_constraints, check_keys, check_options, check_value
 from lvbench.core.protocol import PROPOSAL_NEEDS
-from lvbench.core.registry import MODELS, Entry, get_estimator, get_model
+from lvbench.core.registry import Entry, get_estimator, get_model, trained_model_types
 from lvbench.estimators.gradient.fitted import RUNNER_OPTIONS
 
 __all__ = [
@@ -270,7 +270,7 @@ def _dataset(dataset: Any, factory: Entry, where: str, base_dir: str) -> tuple[s
         if not os.path.isfile(options["path"]):
             raise SpecError(f"{where}.dataset.path: file not found: {options['path']}")
     if dataset is not None and factory.dataset == "none":
-        trained = sorted(e.name for e in MODELS.entries() if e.dataset != "none")
+        trained = trained_model_types()
         raise SpecError(f"{where}: `dataset` is only for types {trained} (toy models simulate their data)")
     if dataset is None and factory.dataset == "required":
         raise SpecError(f"[{where}] (a {factory.name!r}) needs `dataset` ('digits' or 'mnist')")
