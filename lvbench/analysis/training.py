@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from lvbench.analysis.learning import gradient_step
 from lvbench.core.protocol import capabilities_of, inference_parameters
 from lvbench.core.registry import get_estimator
 from lvbench.core.seeding import seeded
@@ -67,12 +68,9 @@ def train_vae(
             total, count = 0.0, 0
             for i in range(0, x_all.shape[0], batch_size):
                 x = x_all[order[i : i + batch_size]]
-                opt.zero_grad(set_to_none=True)
-                surrogate = grad_est(model, x, num_samples=k, objective=objective)
-                (-surrogate).backward()
-                opt.step()
+                surrogate = gradient_step(grad_est, model, x, k, objective, opt)
                 if grad_est.surrogate_is_objective:  # its value is the objective's estimate already
-                    value = float(surrogate.detach())
+                    value = float(surrogate)
                 else:
                     with torch.no_grad():
                         value = float(_objective_value(model, x, k, objective))

@@ -1,4 +1,5 @@
-"""A spec expands into cells — model × estimator × k × device (× objective for gradient studies).
+"""A spec expands into cells — model × estimator × k × device (× objective for gradient studies; a
+training study's cells are estimator × objective × k × seed × device).
 
 A cell's identity (``Cell.id``) is a digest of everything that determines its numbers: the prepared
 model's content address (its full configuration: type, parameters, data, training, reference, run
@@ -21,7 +22,7 @@ from lvbench.core.code_identity import lvbench_version
 from lvbench.core.options import signature_options
 from lvbench.core.registry import get_estimator, incompatibility
 from lvbench.experiments.identity import digest
-from lvbench.experiments.spec import Spec
+from lvbench.experiments.spec import Spec, TrainingSpec, dataset_options
 
 __all__ = ["Cell", "expand"]
 
@@ -31,7 +32,7 @@ NOT_IDENTITY = ("timeout", "model_sha256")
 
 @dataclass(frozen=True)
 class Cell:
-    kind: str  # "likelihood" or "gradient"
+    kind: str  # "likelihood", "gradient" or "training"
     model: str  # model label
     model_key: str  # content address of the prepared model
     estimator: str  # estimator label in the spec
@@ -45,7 +46,9 @@ class Cell:
     #: gradient studies: the seed of the Monte Carlo reference gradient of the cell's comparison, a
     #: function of (run seed, model, objective, k, device) alone, so every estimator compared there meets
     #: the very same reference, and free of code digests, so a change of code that changes no number
-    #: (a move, a comment) draws the same reference; 0 for likelihood cells
+    #: (a move, a comment) draws the same reference; 0 for likelihood cells. Training cells: the seed of
+    #: the replicate's initialization and minibatch order, the same for every method of the study (a
+    #: paired comparison)
     reference_seed: int
     dtype: str
     threads: int
@@ -62,6 +65,8 @@ class Cell:
     #: SHA-256 of the prepared model's file the cell is computed from, known once it is prepared: not
     #: part of the id (the model's content address is), but a done cell counts only for this very file
     model_sha256: str = field(default="", compare=False)
+    #: training cells: the study's label ([training.NAME]); "" for other cells
+    study: str = ""
 
     @property
     def options(self) -> dict[str, Any]:
@@ -73,6 +78,9 @@ class Cell:
 
     def describe(self) -> str:
         obj = f" {self.objective}" if self.objective else ""
+        if self.kind == "training":
+            replicate = self.options["study"]["replicate"]
+            return f"{self.study}: {self.model} × {self.estimator}{obj} × k={self.k} × seed {replicate} × {self.device}"
         return f"{self.model} × {self.estimator}{obj} × k={self.k} × {self.device}"
 
 
@@ -134,4 +142,78 @@ def expand(
                             check["objective"] = es.objective
                         reason = incompatibility(entry, model, **check)
                         (skipped.append((cell, reason)) if reason else cells.append(cell))
+    for study in spec.training:
+        ms = next(m for m in spec.models if m.label == study.model)
+        for cell, reason in _training_cells(spec, study, ms, models[ms.label], model_keys[ms.label], devices, version):
+            (skipped.append((cell, reason)) if reason else cells.append(cell))
     return cells, skipped
+
+
+def _training_cells(spec: Spec, study: TrainingSpec, ms, model, key: str, devices, version: str):
+    """(cell, reason it cannot run or None) for each method × k × seed × device of a training study."""
+    from lvbench.analysis.learning import BASELINES, evaluation_steps
+
+    run = spec.run
+    if ms.dataset is not None:
+        data = {"dataset": ms.dataset, "options": dataset_options(ms), "heldout_seed": run.seed}
+    else:  # simulated from the prepared (true) model: one training and one held-out set per study
+        data = {"simulate": True, "seed": _seed(run.seed, ("training data", study.label))}
+    settings = {
+        "steps": study.steps,
+        "seconds": study.seconds,
+        "lr": study.lr,
+        "batch_size": study.batch_size,
+        "eval_steps": list(evaluation_steps(study.steps, study.evaluations)),
+        "train_points": study.train_points,
+        "heldout_points": study.heldout_points,
+        "heldout": study.heldout,
+        "start": study.start,
+        "gradient_variance": study.gradient_variance,
+        "data": data,
+    }
+    for entry in study.entries:
+        baseline = entry.method in BASELINES
+        registered = None if baseline else get_estimator(entry.method)
+        for device in devices or run.devices:
+            for k in entry.k:
+                for replicate in range(study.seeds):
+                    parts = ("training", study.label, entry.label, k, device, entry.objective, replicate)
+                    options = {"estimator": entry.options, "study": {**settings, "replicate": replicate}}
+                    cell = Cell(
+                        kind="training",
+                        model=ms.label,
+                        model_key=key,
+                        estimator=entry.label,
+                        estimator_name=entry.method,
+                        k=k,
+                        device=device,
+                        repeats=1,
+                        options_json=json.dumps(options, sort_keys=True),
+                        objective=entry.objective,
+                        seed=_seed(run.seed, parts),
+                        reference_seed=_seed(run.seed, ("training replicate", study.label, replicate)),
+                        dtype=run.dtype,
+                        threads=run.threads,
+                        diagnostics_max_k=0,
+                        lvbench=version,
+                        code="" if baseline else digest(registered.code),
+                        matmul=cpu_matmul_backend() if device.startswith("cpu") else "",
+                        timeout=study.cell_timeout if study.cell_timeout is not None else run.cell_timeout,
+                        study=study.label,
+                    )
+                    yield cell, _training_incompatibility(entry.method, registered, model, k, entry)
+
+
+def _training_incompatibility(method: str, registered, model, k: int, entry) -> str | None:
+    from lvbench.analysis.learning import BASELINES
+    from lvbench.models.gaussian_mixture import GaussianMixture
+
+    if registered is None:
+        ok = isinstance(model, GaussianMixture)
+        return None if ok else f"{method} needs {BASELINES[method]}, not a {type(model).__name__}"
+    if registered.fit is not None:
+        return (
+            f"{method} fits its control variate at one frozen parameter (registry hook `fit`); training "
+            "studies do not refit it as the model moves, so they do not train with it"
+        )
+    return incompatibility(registered, model, num_samples=k, objective=entry.objective, **entry.options)

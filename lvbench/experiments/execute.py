@@ -21,6 +21,7 @@ from lvbench.experiments.plan import check_output_dir, plan_run, write_manifest
 from lvbench.experiments.prepare import prepare_model
 from lvbench.experiments.spec import Spec
 from lvbench.experiments.store import ResultStore, atomic_write_json
+from lvbench.experiments.train_cell import remove_training_state
 
 __all__ = ["EXECUTORS", "machine_info", "run_cell", "run_experiment"]
 
@@ -80,6 +81,8 @@ def _run_locked(spec, out_dir, executor, workers, scheduler, devices, progress) 
             if "traceback" in result:
                 info["traceback"] = result["traceback"]
             store.write(cell, result["status"], result["rows"], result["reason"], **info)
+            if cell.kind == "training" and result["status"] == "done":
+                remove_training_state(out_dir, cell.id)  # its curve is stored: the resume point is spent
             counts[result["status"]] += 1
             bar.update(progress_units(cell) - ticked.pop(cell.id, 0))
             bar.set_postfix_str(f"finished: {cell.describe()} ({result['status']})"[:70])

@@ -185,7 +185,10 @@ def _no_tick(n: int) -> None:
 
 
 def progress_units(cell: Cell) -> int:
-    """How many progress steps a cell reports: one per repeat of a likelihood cell, one per gradient study."""
+    """How many progress steps a cell reports: one per repeat of a likelihood cell, one per evaluation of
+    a training cell, one per gradient study."""
+    if cell.kind == "training":
+        return len(cell.options["study"]["eval_steps"])
     return cell.repeats if cell.kind == "likelihood" else 1
 
 
@@ -206,6 +209,10 @@ def run_cell(cell: Cell, out_dir: str, tick: Callable[[int], None] = _no_tick) -
             torch.manual_seed(cell.seed)
             if cell.kind == "likelihood":
                 rows = _likelihood_cell(cell, prepared, device, tick)
+            elif cell.kind == "training":
+                from lvbench.experiments.train_cell import run_training_cell
+
+                rows = run_training_cell(cell, prepared, device, out_dir, tick)
             else:
                 rows = _gradient_cell(cell, prepared, device)
         if changed:  # restored already; the numbers were computed under settings the id does not name

@@ -21,7 +21,7 @@ from lvbench.core.errors import LvbenchInputError
 from lvbench.experiments.cells import Cell, expand
 from lvbench.experiments.prepare import artifact_digest, artifact_path, digest_path, instantiate, model_key
 from lvbench.experiments.spec import Spec
-from lvbench.experiments.store import ResultStore, atomic_write_json
+from lvbench.experiments.store import KINDS, ResultStore, atomic_write_json
 
 __all__ = [
     "Plan",
@@ -162,10 +162,10 @@ def clean(out_dir: str) -> dict[str, int]:
         if cell_id not in keep_cells:
             store.remove(cell_id)
             removed["cells"] += 1
-    for kind in ("likelihood", "gradient"):
-        folder = os.path.join(out_dir, "results", kind)
+    for kind in (*KINDS, "training-state"):
+        folder = os.path.join(out_dir, "training" if kind == "training-state" else os.path.join("results", kind))
         for name in os.listdir(folder) if os.path.isdir(folder) else []:
-            if name.split(".")[0] not in keep_cells:  # rows whose status was lost
+            if name.split(".")[0] not in keep_cells:  # rows whose status was lost, stale resume points
                 os.remove(os.path.join(folder, name))
     folder = os.path.join(out_dir, "models")
     for name in os.listdir(folder) if os.path.isdir(folder) else []:

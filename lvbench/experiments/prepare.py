@@ -29,7 +29,7 @@ from lvbench.core.registry import get_estimator, get_model
 from lvbench.core.seeding import seeded
 from lvbench.data import load_dataset, sample_from_model
 from lvbench.experiments.identity import digest, file_digest
-from lvbench.experiments.spec import ModelSpec, RunSettings, SpecError
+from lvbench.experiments.spec import ModelSpec, RunSettings, SpecError, dataset_options
 from lvbench.experiments.store import StoreWarning, atomic_write, atomic_write_text, warn_untrusted
 from lvbench.models.checkpoint import load_state, load_weights_only, read_checkpoint
 
@@ -37,7 +37,9 @@ __all__ = [
     "PreparedModel",
     "prepared_extras",
     "artifact_digest",
+    "heldout_data",
     "instantiate",
+    "instantiate_type",
     "load_prepared",
     "model_config",
     "model_key",
@@ -111,10 +113,6 @@ def artifact_digest(out_dir: str, key: str, quiet: bool = False) -> str | None:
     return actual
 
 
-def _dataset_options(ms: ModelSpec) -> dict[str, Any]:
-    return {"binarization": "dynamic", **ms.dataset_options, **({"split": "train"} if ms.dataset == "digits" else {})}
-
-
 def _checkpoint_config(ms: ModelSpec) -> dict[str, Any]:
     """The checkpoint's architecture, refusing a spec parameter that contradicts it."""
     ckpt = read_checkpoint(ms.checkpoint)
@@ -146,15 +144,15 @@ def _params(ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
     if ms.checkpoint is not None:
         params.update(_checkpoint_config(ms))
     elif ms.dataset is not None:
-        params.setdefault("data_dim", load_dataset(ms.dataset, **_dataset_options(ms)).data_dim)
+        params.setdefault("data_dim", load_dataset(ms.dataset, **dataset_options(ms)).data_dim)
     return params
 
 
 def model_config(ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
     """Everything that determines a prepared model's numbers (its weights, points and reference)."""
-    dataset_options = dict(ms.dataset_options)
-    if "path" in dataset_options:
-        dataset_options["path_sha256"] = file_digest(dataset_options.pop("path"))
+    data_options = dict(ms.dataset_options)
+    if "path" in data_options:
+        data_options["path_sha256"] = file_digest(data_options.pop("path"))
     trained = ms.dataset is not None and ms.checkpoint is None
     reference = {**DEFAULT_REFERENCE, **ms.reference}
     code = {"model": digest(get_model(ms.type).code), "reference": digest(get_estimator(reference["estimator"]).code)}
@@ -168,7 +166,7 @@ def model_config(ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
         "params": _params(ms, run),
         "points": ms.points,
         "dataset": ms.dataset,
-        "dataset_options": dataset_options,
+        "dataset_options": data_options,
         "train": {**DEFAULT_TRAIN, **ms.train} if trained else None,
         "checkpoint_sha256": file_digest(ms.checkpoint) if ms.checkpoint else None,
         "encoder_fit": {**DEFAULT_ENCODER_FIT, **ms.encoder_fit} if ms.dataset is None else None,
@@ -186,7 +184,7 @@ def model_key(ms: ModelSpec, run: RunSettings) -> str:
     return f"{ms.type}-{digest(model_config(ms, run))}"
 
 
-def _build(type_: str, params: dict[str, Any], dtype: torch.dtype) -> torch.nn.Module:
+def instantiate_type(type_: str, params: dict[str, Any], dtype: torch.dtype) -> torch.nn.Module:
     factory = get_model(type_)
     try:
         model = factory(**params)
@@ -197,7 +195,7 @@ def _build(type_: str, params: dict[str, Any], dtype: torch.dtype) -> torch.nn.M
 
 def instantiate(ms: ModelSpec, run: RunSettings) -> torch.nn.Module:
     """The untrained model of ``ms`` (cheap): enough to read its capabilities and check the spec."""
-    return _build(ms.type, _params(ms, run), DTYPES[run.dtype])
+    return instantiate_type(ms.type, _params(ms, run), DTYPES[run.dtype])
 
 
 def load_prepared(
@@ -214,7 +212,7 @@ def load_prepared(
     art = load_weights_only(path, what="prepared-model artifact")
     if not isinstance(art, dict) or art.get("format") != ARTIFACT_FORMAT or art.get("key") != key:
         raise LvbenchInputError(f"{path} is not the lvbench prepared-model artifact {key}")
-    model = _build(art["type"], art["params"], DTYPES[art["dtype"]])
+    model = instantiate_type(art["type"], art["params"], DTYPES[art["dtype"]])
     load_state(model, art["state_dict"], path)
     return PreparedModel(
         label=label,
@@ -274,7 +272,7 @@ def prepare_model(ms: ModelSpec, run: RunSettings, out_dir: str, progress: bool 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     params = config["params"]
     extras: dict[str, Any] = {}
-    model = _build(ms.type, params, DTYPES[run.dtype])
+    model = instantiate_type(ms.type, params, DTYPES[run.dtype])
     _check_finite(model, ms.label, "as built")
     if ms.dataset is not None:
         x = _fit_to_dataset(model, ms, config, run, extras, progress)
@@ -316,17 +314,21 @@ def _fit_to_dataset(model, ms: ModelSpec, config: dict, run: RunSettings, extras
         extras["checkpoint"] = ms.checkpoint
         _check_finite(model, ms.label, f"in checkpoint {ms.checkpoint}")
     else:
-        data = load_dataset(ms.dataset, **_dataset_options(ms))
+        data = load_dataset(ms.dataset, **dataset_options(ms))
         train = {"seed": run.seed, "estimator": training_estimator(model, config["train"]), **config["train"]}
         history = train_vae(model, data, progress=progress, **train)
         extras["train"] = dict(config["train"])
         extras["train_final_objective"] = float(history["objective"].iloc[-1])
         _check_finite(model, ms.label, "after training (diverged? lower train.lr)")
-    if ms.dataset == "digits":
-        test = load_dataset("digits", split="test", binarization="static", seed=run.seed)
-    else:
-        test = load_dataset(ms.dataset, **{**_dataset_options(ms), "binarization": "static"})
-    return test.tensor()[: ms.points].to(DTYPES[run.dtype])
+    return heldout_data(ms.dataset, dataset_options(ms), run.seed)[: ms.points].to(DTYPES[run.dtype])
+
+
+def heldout_data(dataset: str, options: dict[str, Any], seed: int) -> torch.Tensor:
+    """The held-out part of a dataset, statically binarized with ``seed``: the points a model trained on
+    its training part is evaluated on."""
+    if dataset == "digits":
+        return load_dataset("digits", split="test", binarization="static", seed=seed).tensor()
+    return load_dataset(dataset, **{**options, "binarization": "static"}).tensor()
 
 
 def _fit_to_own_data(model, ms: ModelSpec, config: dict, run: RunSettings, extras: dict) -> torch.Tensor:

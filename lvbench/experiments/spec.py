@@ -26,6 +26,9 @@ __all__ = [
     "RunSettings",
     "Spec",
     "SpecError",
+    "TrainingEntry",
+    "TrainingSpec",
+    "dataset_options",
     "default_spec",
     "load_spec",
     "resolve_spec",
@@ -85,12 +88,47 @@ class EstimatorSpec:
 
 
 @dataclass(frozen=True)
+class TrainingEntry:
+    """One method of a training study: a gradient estimator (or a baseline such as EM) under a label."""
+
+    label: str
+    method: str
+    objective: str
+    k: tuple[int, ...]
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """A training study ([training.NAME]): train the model of ``model`` from ``start`` with each entry,
+    at each k, from each of ``seeds`` initializations, and evaluate it along the way."""
+
+    label: str
+    model: str
+    entries: tuple[TrainingEntry, ...]
+    steps: int = 1000
+    seconds: float | None = None
+    lr: float = 1e-3
+    batch_size: int = 100
+    evaluations: int = 10
+    seeds: int = 3
+    train_points: int = 1000
+    heldout_points: int = 500
+    heldout: dict[str, Any] = field(default_factory=lambda: {"estimator": "iwae", "k": 1000})
+    start: str = "init"
+    gradient_variance: dict[str, Any] = field(default_factory=dict)
+    epsilon: float = 1.0
+    cell_timeout: float | None = None
+
+
+@dataclass(frozen=True)
 class Spec:
     run: RunSettings
     models: tuple[ModelSpec, ...]
     estimators: tuple[EstimatorSpec, ...]
     gradients: tuple[EstimatorSpec, ...]
     source: dict[str, Any]
+    training: tuple[TrainingSpec, ...] = ()
 
 
 def _int(value: Any, where: str, minimum: int = 1) -> int:
@@ -277,6 +315,12 @@ def _dataset(dataset: Any, factory: Entry, where: str, base_dir: str) -> tuple[s
     return dataset, options
 
 
+def dataset_options(ms: ModelSpec) -> dict[str, Any]:
+    """The options a model's training data is loaded with: dynamic binarization unless the spec says
+    otherwise, and the training part of the bundled digits."""
+    return {"binarization": "dynamic", **ms.dataset_options, **({"split": "train"} if ms.dataset == "digits" else {})}
+
+
 def _checkpoint(checkpoint: Any, where: str, base_dir: str) -> str | None:
     if checkpoint is None:
         return None
@@ -389,28 +433,151 @@ def _check_estimator_options(entry: Entry, options: dict[str, Any], where: str) 
     _constraints(entry.constraints, own, f"{where}.")  # declared ranges: refused now, not when the cell runs
 
 
+TRAINING_KEYS = {
+    "model": str,
+    "estimators": list | dict,
+    "objective": Literal["elbo", "iwae"],
+    "k": int | list,
+    "steps": int,
+    "seconds": float,
+    "lr": float,
+    "batch_size": int,
+    "evaluations": int,
+    "seeds": int,
+    "train_points": int,
+    "heldout_points": int,
+    "heldout": dict,
+    "start": Literal["init", "prepared"],
+    "gradient_variance": dict,
+    "epsilon": float,
+    "cell_timeout": float,
+}
+GRADIENT_VARIANCE_KEYS = {"draws": int, "points": int}
+TRAINING_ENTRY_KEYS = ("estimator", "objective", "k")
+
+
+def _training(label: str, raw: Any, models: dict[str, Any]) -> TrainingSpec:
+    """A [training.NAME] table: the model label, the methods (a list of names, or a table of labels with
+    their estimator, objective, k and options), the budgets, the evaluation schedule and the seeds."""
+    where = f"training.{label}"
+    raw = _fixed_table(dict(_table(raw, where)), TRAINING_KEYS, where)
+    if "model" not in raw:
+        raise SpecError(f"[{where}] needs `model`, the label of a [models.*] table to train")
+    if raw["model"] not in models:
+        hint = did_you_mean(raw["model"], models)
+        raise SpecError(f"{where}.model: the spec has no model {raw['model']!r}.{hint} It has {sorted(models)}")
+    methods = raw.get("estimators")
+    if not methods:
+        raise SpecError(f"[{where}] needs `estimators`, e.g. ['reparam', 'score_function_loo']")
+    if isinstance(methods, list):
+        if not all(isinstance(m, str) for m in methods):
+            raise SpecError(f"{where}.estimators must list estimator names, got {methods!r}")
+        methods = {m: {} for m in methods}
+    objective = raw.get("objective", "elbo")
+    k = _k_list(raw.get("k", [1]), f"{where}.k")
+    entries = tuple(
+        _training_entry(name, opts, objective, k, f"{where}.estimators.{name}") for name, opts in methods.items()
+    )
+    for key in ("steps", "batch_size", "seeds", "train_points", "heldout_points"):
+        if key in raw:
+            _int(raw[key], f"{where}.{key}")
+    evaluations = _int(raw.get("evaluations", 10), f"{where}.evaluations", 2)
+    for key in ("seconds", "lr", "epsilon"):
+        if key in raw and not raw[key] > 0:
+            raise SpecError(f"{where}.{key} must be > 0, got {raw[key]!r}")
+    heldout = {"estimator": "iwae", "k": 1000, **_table(raw.get("heldout", {}), f"{where}.heldout")}
+    try:
+        entry = get_estimator(heldout["estimator"])
+    except LvbenchInputError as exc:
+        raise SpecError(f"{where}.heldout.estimator: {exc}") from None
+    if entry.kind != "likelihood":
+        raise SpecError(f"{where}.heldout.estimator: {heldout['estimator']!r} is not a likelihood estimator")
+    heldout_options = {k: v for k, v in heldout.items() if k not in ("estimator", "k")}
+    _options(entry.obj, heldout_options, f"{where}.heldout", 3, also=("estimator", "k"))
+    _constraints(entry.constraints, heldout_options, f"{where}.heldout.")
+    _int(heldout["k"], f"{where}.heldout.k")
+    variance = _fixed_table(
+        _table(raw.get("gradient_variance", {}), f"{where}.gradient_variance"),
+        GRADIENT_VARIANCE_KEYS,
+        f"{where}.gradient_variance",
+    )
+    if "draws" in variance:
+        _int(variance["draws"], f"{where}.gradient_variance.draws", 2)
+    defaults = TrainingSpec(label, raw["model"], entries)
+    return TrainingSpec(
+        label=label,
+        model=raw["model"],
+        entries=entries,
+        steps=raw.get("steps", defaults.steps),
+        seconds=float(raw["seconds"]) if "seconds" in raw else None,
+        lr=float(raw.get("lr", defaults.lr)),
+        batch_size=raw.get("batch_size", defaults.batch_size),
+        evaluations=evaluations,
+        seeds=raw.get("seeds", defaults.seeds),
+        train_points=raw.get("train_points", defaults.train_points),
+        heldout_points=raw.get("heldout_points", defaults.heldout_points),
+        heldout=heldout,
+        start=raw.get("start", "init"),
+        gradient_variance=variance,
+        epsilon=float(raw.get("epsilon", defaults.epsilon)),
+        cell_timeout=_timeout(raw.get("cell_timeout"), f"{where}.cell_timeout"),
+    )
+
+
+def _training_entry(name: str, raw: Any, objective: str, k: tuple[int, ...], where: str) -> TrainingEntry:
+    from lvbench.analysis.learning import BASELINES
+
+    options = dict(_table(raw, where))
+    method = options.pop("estimator", name)
+    objective = options.pop("objective", objective)
+    k = _k_list(options.pop("k"), f"{where}.k") if "k" in options else k
+    if method in BASELINES:
+        given = sorted(set(_table(raw, where)) - {"estimator"})
+        if given:
+            raise SpecError(f"[{where}]: the baseline {method!r} takes no options, got {given}")
+        return TrainingEntry(name, method, objective, (1,), {})
+    try:
+        entry = get_estimator(method)
+    except LvbenchInputError as exc:
+        raise SpecError(f"[{where}]: {exc} (or a baseline: {sorted(BASELINES)})") from None
+    if entry.kind != "gradient":
+        raise SpecError(f"[{where}]: {method!r} is a {entry.kind} estimator; a training study needs a gradient one")
+    if objective not in entry.objectives:
+        raise SpecError(f"{where}.objective: {method} estimates {list(entry.objectives)}, not {objective!r}")
+    for runner in RUNNER_OPTIONS:
+        if runner in options:
+            raise SpecError(f"[{where}].{runner} is set by the runner, not by a spec")
+    _options(entry.obj, options, f"[{where}]", 3, also=TRAINING_ENTRY_KEYS)
+    _constraints(entry.constraints, options, f"{where}.")
+    return TrainingEntry(name, method, objective, k, options)
+
+
 def parse_spec(raw: dict[str, Any], base_dir: str = ".") -> Spec:
     """Validate a spec dict (as read from TOML)."""
     if not isinstance(raw, dict):
         raise SpecError(f"a spec is a table of tables, got {type(raw).__name__}")
     _check_plain(raw)
-    unknown = set(raw) - {"run", "models", "estimators", "gradients"}
+    unknown = set(raw) - {"run", "models", "estimators", "gradients", "training"}
     if unknown:
-        raise SpecError(f"unknown top-level tables {sorted(unknown)}; expected run, models, estimators, gradients")
+        raise SpecError(
+            f"unknown top-level tables {sorted(unknown)}; expected run, models, estimators, gradients, training"
+        )
     run = _run(_table(raw.get("run", {}), "run"))
     models = _table(raw.get("models", {}), "models")
     if not models:
         raise SpecError("the spec defines no [models.*]")
     estimators = _table(raw.get("estimators", {}), "estimators")
     gradients = _table(raw.get("gradients", {}), "gradients")
-    if not estimators and not gradients:
-        raise SpecError("the spec defines no [estimators.*] or [gradients.*]")
+    training = _table(raw.get("training", {}), "training")
+    if not estimators and not gradients and not training:
+        raise SpecError("the spec defines no [estimators.*], [gradients.*] or [training.*]")
     spec = Spec(
         run=run,
         models=tuple(_model(label, m, run, base_dir) for label, m in models.items()),
         estimators=tuple(_estimator(label, e, "estimators") for label, e in estimators.items()),
         gradients=tuple(_estimator(label, g, "gradients") for label, g in gradients.items()),
         source=copy.deepcopy(raw),
+        training=tuple(_training(label, t, models) for label, t in training.items()),
     )
     for es in spec.estimators + spec.gradients:
         unknown = set(es.models or ()) - set(models)
@@ -484,7 +651,7 @@ def customize(
     sets: list[str] | None = None,
 ) -> dict[str, Any]:
     """A raw spec narrowed and changed from the command line or Python: keep only the ``models`` and
-    ``estimators`` labels given (estimators covers [estimators.*] and [gradients.*]), give every kept
+    ``estimators`` labels given (estimators covers [estimators.*], [gradients.*] and [training.*]), give every kept
     table the sample budgets ``k``, and apply ``sets`` ("run.repeats=5", "estimators.iwae.proposal=prior")."""
     raw = copy.deepcopy(raw)
     for item in sets or []:
@@ -498,7 +665,7 @@ def customize(
             if not isinstance(node, dict):
                 raise SpecError(f"--set {item!r}: {part!r} is not a table")
         node[leaf] = _toml_value(value.strip())
-    tables = {name: _table(raw.get(name, {}), name) for name in ("models", "estimators", "gradients")}
+    tables = {name: _table(raw.get(name, {}), name) for name in ("models", "estimators", "gradients", "training")}
     if models is not None:
         for label in models:
             if label not in tables["models"]:
@@ -513,16 +680,19 @@ def customize(
                         table["models"] = kept
                     else:
                         del raw[section][label]
+        for label, table in list(raw.get("training", {}).items()):
+            if isinstance(table, dict) and table.get("model") not in models:
+                del raw["training"][label]
     if estimators is not None:
-        labels = {**tables["estimators"], **tables["gradients"]}
+        labels = {**tables["estimators"], **tables["gradients"], **tables["training"]}
         for label in estimators:
             if label not in labels:
                 hint = did_you_mean(label, labels)
                 raise SpecError(f"--estimators: the spec has no table {label!r}.{hint} It has {sorted(labels)}")
-        for section in ("estimators", "gradients"):
+        for section in ("estimators", "gradients", "training"):
             raw[section] = {e: v for e, v in raw.get(section, {}).items() if e in estimators}
     if k is not None:
-        for section in ("estimators", "gradients"):
+        for section in ("estimators", "gradients", "training"):
             for table in raw.get(section, {}).values():
                 if isinstance(table, dict):
                     table["k"] = list(k)

@@ -22,9 +22,19 @@ import pyarrow.parquet as pq
 from lvbench.experiments.cells import Cell
 from lvbench.experiments.identity import file_digest
 
-__all__ = ["ResultStore", "StoreWarning", "atomic_write", "atomic_write_json", "atomic_write_text", "warn_untrusted"]
+__all__ = [
+    "KINDS",
+    "ResultStore",
+    "StoreWarning",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "warn_untrusted",
+]
 
 FINAL = ("done", "skipped")
+#: The kinds of cells, each with its folder of rows under results/.
+KINDS = ("likelihood", "gradient", "training")
 
 
 class StoreWarning(UserWarning):
@@ -179,7 +189,7 @@ class ResultStore:
     def remove(self, cell_id: str) -> int:
         """Delete a cell's status and rows; the number of files removed."""
         removed = 0
-        for path in [self._status_path(cell_id)] + [self._rows_path(k, cell_id) for k in ("likelihood", "gradient")]:
+        for path in [self._status_path(cell_id)] + [self._rows_path(k, cell_id) for k in KINDS]:
             if os.path.exists(path):
                 os.remove(path)
                 removed += 1

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, constraints
 
@@ -64,7 +65,14 @@ class BinaryVAE(LatentVariableModel):
         return Independent(Bernoulli(logits=self.decoder(z), validate_args=False), 1, validate_args=False)
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) + Σ_d [x_d l_d - softplus(l_d)] with decoder logits l = f_θ(z)."""
+        """log p(z) + Σ_d [x_d l_d - softplus(l_d)] with decoder logits l = f_θ(z).
+
+        Latents shared by every point (z [C, N, L] expanded from [C, 1, L], as enumeration makes them) are
+        decoded once: Σ_d x_d l_d becomes one [C, D] × [D, N] product, C decoder passes instead of C·N."""
+        if z.dim() == 3 and x.dim() == 2 and z.shape[1] == x.shape[0] > 1 and z.stride(1) == 0:
+            logits = self.decoder(z[:, 0])  # [C, D]
+            log_lik = logits @ x.T - F.softplus(logits).sum(-1, keepdim=True)  # [C, N]
+            return bernoulli_log_prob(z[:, :1], self.prior_logits) + log_lik
         log_lik = bernoulli_log_prob(x, self.decoder(z))  # first: autograd's accumulation order, kept
         return bernoulli_log_prob(z, self.prior_logits) + log_lik
 

@@ -21,7 +21,7 @@ import seaborn as sns  # noqa: E402
 
 from lvbench.experiments.store import atomic_write  # noqa: E402
 
-__all__ = ["gradient_figures", "khat_figure", "likelihood_figures"]
+__all__ = ["gradient_figures", "khat_figure", "likelihood_figures", "training_figures"]
 
 Figures = dict[str, tuple[str, str]]
 
@@ -54,8 +54,20 @@ def _save(fig, path: str, handles: dict) -> str:
     return path
 
 
+def _plain_ticks(fig) -> None:
+    """Log and symlog axes labelled with plain numbers (1, 10, 0.01): figures draw text without mathtext,
+    so matplotlib's default log labels would show their TeX source."""
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    for ax in fig.axes:
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale in ("log", "symlog"):
+                axis.set_major_formatter(plain)
+                axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def _write(fig, path: str) -> None:
     """Save a PNG atomically (a full disk leaves no cut figure) and close the figure."""
+    _plain_ticks(fig)
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     finally:
@@ -241,5 +253,60 @@ def khat_figure(rows: pd.DataFrame, folder: str) -> Figures:
             "Pareto k-hat of each point's importance weights at the largest diagnosed k (one panel per model and "
             "estimator): ≤ 0.5 good (green), ≤ 0.7 usable (orange), ≤ 1 bad (red), > 1 the mean itself does not "
             "exist. Lines at 0.5, 0.7 and 1.",
+        )
+    }
+
+
+@_plain_text
+def training_figures(bands: dict[str, pd.DataFrame], folder: str) -> Figures:
+    """Learning curves per study: held-out log p(x) against steps and against training seconds (median
+    over seeds, min–max band), and the excess over the PPCA optimum where measured. ``bands`` maps a
+    metric to ``reports.training.curve_bands`` of it."""
+    heldout = bands.get("heldout_log_px", pd.DataFrame())
+    if heldout.empty:
+        return {}
+    os.makedirs(folder, exist_ok=True)
+    excess = bands.get("excess_nll", pd.DataFrame())
+    studies = sorted(heldout["study"].unique())
+    styles = _styles(sorted(heldout["estimator"].unique()))
+    ncols = 3 if not excess.empty else 2
+    fig, axes = plt.subplots(len(studies), ncols, figsize=(4.4 * ncols, 3.3 * len(studies)), squeeze=False)
+    handles = {}
+    for study, row in zip(studies, axes, strict=True):
+        panels = [(heldout, "step", row[0]), (heldout, "seconds", row[1])]
+        has_excess = ncols == 3 and (excess["study"] == study).any()
+        if has_excess:
+            panels.append((excess, "step", row[2]))
+        elif ncols == 3:
+            row[2].set_visible(False)
+        for data, axis, ax in panels:
+            rows = data[data["study"] == study]
+            for label, curve in rows.groupby("estimator"):
+                curve = curve.sort_values("step")
+                color, marker = styles[label]
+                x = curve["step"] + 1 if axis == "step" else curve["seconds"]
+                keep = (x > 0) & (curve["step"] > 0 if axis == "seconds" else True)
+                ax.fill_between(x[keep], curve["low"][keep], curve["high"][keep], color=color, alpha=0.18, lw=0)
+                handles[label] = ax.plot(x[keep], curve["median"][keep], color=color, marker=marker, ms=3)[0]
+            ax.set_xscale("log")
+            ax.grid(True, alpha=0.3)
+            ax.set_xlabel("training step + 1" if axis == "step" else "training seconds (s)")
+        row[0].set_ylabel("held-out log p(x) (nats)")
+        row[0].set_title(f"{study}: held-out log p(x) vs steps")
+        row[1].set_title(f"{study}: vs seconds")
+        if has_excess:
+            row[2].set_title(f"{study}: excess over PPCA optimum")
+            row[2].set_ylabel("excess NLL (nats per point)")
+            if (excess.loc[excess["study"] == study, "median"] > 0).all():
+                row[2].set_yscale("log")
+    path = _save(fig, os.path.join(folder, "training_curves.png"), handles)
+    return {
+        "Learning curves": (
+            path,
+            "Held-out log p(x) of the model as it trains (exact where the model has it, else the named estimator), "
+            "against training steps and against training seconds (evaluation excluded): the median over seeds as a "
+            "line, the range over seeds as a band. Every method of a study starts from the same initializations and "
+            "sees the same minibatches. Right (PPCA): how far the training log-likelihood is below the closed-form "
+            "maximum-likelihood solution, in nats per point.",
         )
     }

@@ -26,10 +26,11 @@ from lvbench.experiments.plan import expected_models, read_manifest
 from lvbench.experiments.prepare import prepared_extras
 from lvbench.experiments.store import ResultStore, atomic_write_text
 from lvbench.reports.escape import markdown, markdown_frame
-from lvbench.reports.figures import gradient_figures, khat_figure, likelihood_figures
+from lvbench.reports.figures import gradient_figures, khat_figure, likelihood_figures, training_figures
 from lvbench.reports.findings import gradient_findings, likelihood_findings, violation_findings
 from lvbench.reports.results import with_missing
 from lvbench.reports.tables import bdmc_table, gaps_table, gradient_summary, likelihood_summary
+from lvbench.reports.training import budget_table, comparisons, curve_bands, training_findings
 
 __all__ = ["export_table", "with_missing", "write_report"]
 
@@ -38,6 +39,40 @@ MISSING = "—"
 #: Columns of the exported likelihood summary's LaTeX table.
 LIKELIHOOD_COLUMNS = ["model", "estimator", "k", "device", "bias", "bias_se", "std", "rmse", "seconds_per_estimate"]
 GRADIENT_COLUMNS = ["model", "estimator", "objective", "k", "group", "snr_norm", "trace_variance", "bias_norm"]
+TRAINING_COLUMNS = ["study", "estimator", "objective", "k", "steps", "final", "final_se", "at_equal_seconds"]
+TRAINING_BUDGETS = {
+    "study": "study",
+    "estimator": "method",
+    "method_kind": "kind",
+    "objective": "objective",
+    "k": "k",
+    "seeds": "seeds",
+    "steps": "steps",
+    "final": "held-out log p(x), final (nats)",
+    "final_se": "± SE",
+    "equal_seconds": "equal seconds (s)",
+    "at_equal_seconds": "at equal seconds (nats)",
+    "at_equal_seconds_se": "± SE ",
+    "equal_evaluations": "equal evaluations",
+    "at_equal_evaluations": "at equal evaluations (nats)",
+    "at_equal_evaluations_se": "±  SE",
+    "seconds": "seconds, final (s)",
+    "evaluations": "evaluations, final",
+    "seconds_to_best": "seconds to within ε of best (s)",
+    "excess_nll": "excess over PPCA optimum (nats)",
+    "excess_nll_se": "±   SE",
+}
+TRAINING_VERSUS = {
+    "study": "study",
+    "estimator": "method",
+    "method_kind": "kind",
+    "k": "k",
+    "versus": "versus",
+    "difference": "final difference (nats)",
+    "difference_se": "± SE",
+    "p_value": "p (paired t)",
+    "plateau": "plateau below it",
+}
 
 KEYS = {"model": "model", "estimator": "estimator", "k": "k", "device": "device"}
 LIK_ESTIMATES = {
@@ -174,8 +209,17 @@ def write_report(out_dir: str) -> dict[str, str]:
         lik["seconds_per_estimate"] = lik["seconds_per_estimate_batch"] / lik["points"]
     grad = gradient_summary(store.rows("gradient", ids, expected))
     statuses = with_missing(store.statuses(ids), store, manifest["cells"], expected)
+    curves = store.rows("training", ids, expected)
+    epsilon = {label: t.get("epsilon", 1.0) for label, t in manifest.get("spec", {}).get("training", {}).items()}
+    budgets = budget_table(curves, epsilon)
     paths: dict[str, str] = {}
-    for name, table, columns in (("summary", lik, LIKELIHOOD_COLUMNS), ("gradient_summary", grad, GRADIENT_COLUMNS)):
+    exported = (
+        ("summary", lik, LIKELIHOOD_COLUMNS),
+        ("gradient_summary", grad, GRADIENT_COLUMNS),
+        ("training_budgets", budgets, TRAINING_COLUMNS),
+        ("training_curves", curves, list(curves.columns)),
+    )
+    for name, table, columns in exported:
         if not table.empty:
             paths.update(export_table(table, os.path.join(folder, name), columns))
     run = {}
@@ -184,8 +228,10 @@ def write_report(out_dir: str) -> dict[str, str]:
             run = json.load(fh)
     violations = declared_violations(lik, raw)
     findings = violation_findings(violations) + likelihood_findings(lik) + gradient_findings(grad)
+    findings += training_findings(curves, epsilon)
     extras = prepared_extras(out_dir, manifest["models"])
     sections = _sections(lik, grad, raw, statuses, bdmc_table(extras), gaps_table(extras), manifest, figures_dir)
+    sections[-2:-2] = _training_section(curves, budgets, figures_dir)  # before the status and the glossary
     if not violations.empty:  # first: a number that contradicts its estimator's declaration
         columns = {c: c for c in ("model", "estimator", "k", "device", "property", "evidence")}
         caption = "Declared properties contradicted by the measurements (5 SE against exact ground truth)"
@@ -248,6 +294,12 @@ SECTION_TEXT = {
     "points: the approximation gap log p(x) − ELBO(q*) of the best member q* of the encoder's family for each point "
     "(optimized from the encoder's output), and the amortization gap ELBO(q*) − ELBO(q) of sharing one encoder "
     "across points. log p(x) is the model's reference.",
+    "Training studies": "Each method trains the model from the same initializations, on the same minibatches, "
+    "with Adam; held-out log p(x) is exact where the model has it, else the named estimator. Mean ± SE over seeds. "
+    "Equal seconds and equal evaluations are the budget the cheapest method spent, each seed's curve interpolated "
+    "there (— where a method's curve does not reach it). Model evaluations count the (z, x) pairs the gradient "
+    "estimator evaluated log p(x, z) at. The reference method is the exact gradient (enumeration) where present, "
+    "else the first unbiased method.",
     "Gradient estimators": "One row per study and parameter group (θ generative, φ inference). Every estimator "
     "compared at one (model, objective, k) is judged against the same reference, so ‖bias‖ is comparable across "
     "rows; the reference's own estimator is marked (its bias against its own draws proves nothing).",
@@ -322,6 +374,19 @@ def _gradient_section(grad: pd.DataFrame, figures_dir: str) -> list[Section]:
     ]
     title = "Gradient estimators"
     figures = _figures(gradient_figures(grad, figures_dir))
+    return [Section(title, SECTION_TEXT[title], [t for t in tables if t is not None], figures)]
+
+
+def _training_section(curves: pd.DataFrame, budgets: pd.DataFrame, figures_dir: str) -> list[Section]:
+    if curves.empty:
+        return []
+    bands = {m: curve_bands(curves, m) for m in ("heldout_log_px", "excess_nll")}
+    tables = [
+        display(budgets, TRAINING_BUDGETS, "Held-out log p(x) at equal budgets: steps, seconds, model evaluations"),
+        display(comparisons(curves), TRAINING_VERSUS, "Each method against the study's reference method, final step"),
+    ]
+    title = "Training studies"
+    figures = _figures(training_figures(bands, figures_dir))
     return [Section(title, SECTION_TEXT[title], [t for t in tables if t is not None], figures)]
 
 

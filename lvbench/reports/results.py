@@ -28,6 +28,9 @@ class Results:
     gradient_summary: pd.DataFrame  # per gradient study and group (theta, phi)
     statuses: pd.DataFrame  # every cell of the spec: done, skipped (with the reason), failed, missing
     counts: dict[str, int] = field(default_factory=dict)  # of the run that produced this, if any
+    #: training studies' learning curves, tidy: one row per (cell, evaluation step, metric) with the step's
+    #: training seconds and model evaluations, the value and its standard error over points
+    training: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __repr__(self) -> str:
         by_status = self.statuses["status"].value_counts().to_dict() if not self.statuses.empty else {}
@@ -51,6 +54,7 @@ def load_results(out_dir: str | os.PathLike[str]) -> Results:
         summary=likelihood_summary(rows),
         gradient_summary=gradient_summary(grad_rows),
         statuses=with_missing(store.statuses(ids), store, manifest["cells"], models),
+        training=store.rows("training", ids, models),
     )
 
 
