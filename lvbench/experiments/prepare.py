@@ -27,7 +27,7 @@ from lvbench.core.errors import LvbenchInputError
 from lvbench.core.protocol import capabilities_of
 from lvbench.core.registry import get_estimator, get_model
 from lvbench.core.seeding import seeded
-from lvbench.data import load_dataset, sample_from_model
+from lvbench.data import BUNDLED_DATASETS, bundled_digest, load_dataset, sample_from_model
 from lvbench.experiments.identity import digest, file_digest
 from lvbench.experiments.spec import ModelSpec, RunSettings, SpecError, dataset_options
 from lvbench.experiments.store import StoreWarning, atomic_write, atomic_write_text, warn_untrusted
@@ -153,6 +153,8 @@ def model_config(ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
     data_options = dict(ms.dataset_options)
     if "path" in data_options:
         data_options["path_sha256"] = file_digest(data_options.pop("path"))
+    if ms.dataset in BUNDLED_DATASETS:
+        data_options["sha256"] = bundled_digest(ms.dataset)
     trained = ms.dataset is not None and ms.checkpoint is None
     reference = {**DEFAULT_REFERENCE, **ms.reference}
     code = {"model": digest(get_model(ms.type).code), "reference": digest(get_estimator(reference["estimator"]).code)}
@@ -326,8 +328,8 @@ def _fit_to_dataset(model, ms: ModelSpec, config: dict, run: RunSettings, extras
 def heldout_data(dataset: str, options: dict[str, Any], seed: int) -> torch.Tensor:
     """The held-out part of a dataset, statically binarized with ``seed``: the points a model trained on
     its training part is evaluated on."""
-    if dataset == "digits":
-        return load_dataset("digits", split="test", binarization="static", seed=seed).tensor()
+    if dataset in BUNDLED_DATASETS:
+        return load_dataset(dataset, split="test", binarization="static", seed=seed).tensor()
     return load_dataset(dataset, **{**options, "binarization": "static"}).tensor()
 
 

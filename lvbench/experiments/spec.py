@@ -18,6 +18,7 @@ from lvbench.core.errors import LvbenchInputError, UnknownNameError, did_you_mea
 from lvbench.core.options import check_constraints, check_keys, check_options, check_value
 from lvbench.core.protocol import PROPOSAL_NEEDS
 from lvbench.core.registry import Entry, get_estimator, get_model, trained_model_types
+from lvbench.data import BUNDLED_DATASETS, DATASETS
 from lvbench.estimators.gradient.fitted import RUNNER_OPTIONS
 
 __all__ = [
@@ -301,8 +302,8 @@ def _dataset(dataset: Any, factory: Entry, where: str, base_dir: str) -> tuple[s
         _fixed_table(dataset, DATASET_KEYS, f"{where}.dataset")
         options = {k: v for k, v in dataset.items() if k != "name"}
         dataset = dataset.get("name")
-    if dataset is not None and dataset not in ("digits", "mnist"):
-        raise SpecError(f"{where}.dataset must be 'digits' or 'mnist' (or a table with name=...), got {dataset!r}")
+    if dataset is not None and dataset not in DATASETS:
+        raise SpecError(f"{where}.dataset must be one of {list(DATASETS)} (or a table with name=...), got {dataset!r}")
     if "path" in options:
         options["path"] = os.path.join(base_dir, os.path.expanduser(options["path"]))
         if not os.path.isfile(options["path"]):
@@ -311,14 +312,15 @@ def _dataset(dataset: Any, factory: Entry, where: str, base_dir: str) -> tuple[s
         trained = trained_model_types()
         raise SpecError(f"{where}: `dataset` is only for types {trained} (toy models simulate their data)")
     if dataset is None and factory.dataset == "required":
-        raise SpecError(f"[{where}] (a {factory.name!r}) needs `dataset` ('digits' or 'mnist')")
+        raise SpecError(f"[{where}] (a {factory.name!r}) needs `dataset`, one of {list(DATASETS)}")
     return dataset, options
 
 
 def dataset_options(ms: ModelSpec) -> dict[str, Any]:
     """The options a model's training data is loaded with: dynamic binarization unless the spec says
-    otherwise, and the training part of the bundled digits."""
-    return {"binarization": "dynamic", **ms.dataset_options, **({"split": "train"} if ms.dataset == "digits" else {})}
+    otherwise, and the training part of a bundled dataset."""
+    bundled = ms.dataset in BUNDLED_DATASETS
+    return {"binarization": "dynamic", **ms.dataset_options, **({"split": "train"} if bundled else {})}
 
 
 def _checkpoint(checkpoint: Any, where: str, base_dir: str) -> str | None:
