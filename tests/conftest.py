@@ -13,6 +13,12 @@ from lvbench.data import reference_vae_path
 REFERENCE_VAE = pathlib.Path(os.environ.get("LVBENCH_REFERENCE_VAE", reference_vae_path()))
 
 
+#: Under pytest-xdist each worker process takes one core's share of torch threads, so that parallel
+#: workers do not oversubscribe the machine.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

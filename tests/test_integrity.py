@@ -613,7 +613,10 @@ def test_ctrl_c_stops_the_run_cleanly_keeping_finished_cells_and_no_workers(tmp_
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "results").glob("*/*.parquet")):
         time.sleep(0.05)
-    workers = subprocess.run(["pgrep", "-f", "lvbench.experiments.isolate"], capture_output=True, text=True)
+    # this run's own workers (its children): tests running beside it in parallel have workers too
+    workers = subprocess.run(
+        ["pgrep", "-P", str(proc.pid), "-f", "lvbench.experiments.isolate"], capture_output=True, text=True
+    )
     assert workers.stdout.split(), "a cell with a time limit runs in a worker process"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

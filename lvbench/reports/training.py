@@ -172,6 +172,11 @@ def training_findings(rows: pd.DataFrame, epsilon: dict[str, float] | float = 1.
     for study, s_table in table.groupby("study"):
         best = s_table.iloc[0]
         steps = int(best["steps"])
+        several = s_table.groupby("estimator")["k"].nunique().max() > 1
+
+        def name(row, several=several) -> str:  # a method's label, with its k where a study has several
+            return f"{row['estimator']} (k = {row['k']})" if several else str(row["estimator"])
+
         line = (
             f"Training study {study}: {best['estimator']} ({best['objective']}, k = {best['k']}) ends highest, "
             f"held-out log p(x) {best['final']:.3f} ± {best['final_se']:.3f} nats after {steps} steps"
@@ -179,26 +184,23 @@ def training_findings(rows: pd.DataFrame, epsilon: dict[str, float] | float = 1.
         reached = s_table[np.isfinite(s_table["seconds_to_best"])].sort_values("seconds_to_best")
         if len(reached):
             fast = reached.iloc[0]
-            line += (
-                f"; {fast['estimator']} is first within {fast['epsilon']:g} nats of it, in "
-                f"{fast['seconds_to_best']:.2f} s"
-            )
+            line += f"; {name(fast)} is first within {fast['epsilon']:g} nats of it, in {fast['seconds_to_best']:.3g} s"
             slow = reached.iloc[-1]
-            if slow["estimator"] != fast["estimator"]:
-                line += f", {slow['estimator']} needs {slow['seconds_to_best']:.2f} s"
-        never = s_table[~np.isfinite(s_table["seconds_to_best"])]["estimator"].tolist()
+            if name(slow) != name(fast):
+                line += f", {name(slow)} needs {slow['seconds_to_best']:.3g} s"
+        never = [name(r) for _, r in s_table[~np.isfinite(s_table["seconds_to_best"])].iterrows()]
         if never:
             line += f"; not within it on every seed: {', '.join(never)}"
         lines.append(line + ".")
         if not versus.empty:
             for _, c in versus[(versus["study"] == study) & versus["plateau"]].iterrows():
                 lines.append(
-                    f"{c['estimator']} plateaus {-c['difference']:.3f} ± {c['difference_se']:.3f} nats below "
+                    f"{name(c)} plateaus {-c['difference']:.3f} ± {c['difference_se']:.3f} nats below "
                     f"{c['versus']} on {study} (paired t-test over seeds, p = {c['p_value']:.2g})."
                 )
         if "excess_nll" in s_table and s_table["excess_nll"].notna().any():
             parts = [
-                f"{r['estimator']} {r['excess_nll']:.3g} ± {r['excess_nll_se']:.2g}"
+                f"{name(r)} {r['excess_nll']:.3g} ± {r['excess_nll_se']:.2g}"
                 for _, r in s_table.dropna(subset=["excess_nll"]).iterrows()
             ]
             lines.append(
