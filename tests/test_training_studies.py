@@ -290,11 +290,27 @@ def test_em_runs_as_a_baseline_beside_gradient_estimators_and_is_refused_elsewhe
         ({"model": "lg", "estimators": ["reparam"], "stepz": 5}, "stepz"),
         ({"model": "lg", "estimators": []}, "needs `estimators`"),
         ({"model": "lg", "estimators": {"em": {"k": 3}}}, "takes no options"),
+        ({"model": "lg", "estimators": ["reparam"], "steps": 10, "evaluate_at": [5, 20]}, "beyond steps = 10"),
     ],
 )
 def test_bad_training_tables_are_refused_naming_the_key(study, message):
     with pytest.raises(SpecError, match=message):
         parse_spec({"models": {"lg": {"type": "linear_gaussian"}}, "training": {"t": study}})
+
+
+def test_an_explicit_evaluation_schedule_is_kept_with_the_first_and_last_steps():
+    spec = parse_spec(
+        {
+            "models": {"lg": {"type": "linear_gaussian"}},
+            "training": {"t": {"model": "lg", "estimators": ["reparam"], "steps": 50, "evaluate_at": [10, 3]}},
+        }
+    )
+    from lvbench.experiments.cells import expand
+    from lvbench.experiments.prepare import instantiate
+
+    cells, _ = expand(spec, {"lg": instantiate(spec.models[0], spec.run)}, {"lg": "key"}, ("cpu",))
+    assert {tuple(c.options["study"]["eval_steps"]) for c in cells} == {(0, 3, 10, 50)}
+    assert len(cells) == 3  # one per seed
 
 
 def test_kill_minus_nine_mid_training_resumes_to_the_uninterrupted_numbers(tmp_path):

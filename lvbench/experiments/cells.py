@@ -163,7 +163,11 @@ def _training_cells(spec: Spec, study: TrainingSpec, ms, model, key: str, device
         "seconds": study.seconds,
         "lr": study.lr,
         "batch_size": study.batch_size,
-        "eval_steps": list(evaluation_steps(study.steps, study.evaluations)),
+        "eval_steps": (
+            sorted({0, study.steps, *study.evaluate_at})
+            if study.evaluate_at is not None
+            else list(evaluation_steps(study.steps, study.evaluations))
+        ),
         "train_points": study.train_points,
         "heldout_points": study.heldout_points,
         "heldout": study.heldout,

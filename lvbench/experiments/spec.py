@@ -112,6 +112,9 @@ class TrainingSpec:
     lr: float = 1e-3
     batch_size: int = 100
     evaluations: int = 10
+    #: explicit evaluation steps (step 0 and the last step are always evaluated); None: ``evaluations``
+    #: log-spaced steps
+    evaluate_at: tuple[int, ...] | None = None
     seeds: int = 3
     train_points: int = 1000
     heldout_points: int = 500
@@ -445,6 +448,7 @@ TRAINING_KEYS = {
     "lr": float,
     "batch_size": int,
     "evaluations": int,
+    "evaluate_at": list,
     "seeds": int,
     "train_points": int,
     "heldout_points": int,
@@ -484,6 +488,14 @@ def _training(label: str, raw: Any, models: dict[str, Any]) -> TrainingSpec:
         if key in raw:
             _int(raw[key], f"{where}.{key}")
     evaluations = _int(raw.get("evaluations", 10), f"{where}.evaluations", 2)
+    evaluate_at = None
+    if "evaluate_at" in raw:
+        evaluate_at = tuple(_int(s, f"{where}.evaluate_at entry", 0) for s in raw["evaluate_at"])
+        steps_ = raw.get("steps", TrainingSpec.steps)
+        if any(s > steps_ for s in evaluate_at):
+            raise SpecError(
+                f"{where}.evaluate_at: steps beyond steps = {steps_}: {[s for s in evaluate_at if s > steps_]}"
+            )
     for key in ("seconds", "lr", "epsilon"):
         if key in raw and not raw[key] > 0:
             raise SpecError(f"{where}.{key} must be > 0, got {raw[key]!r}")
@@ -515,6 +527,7 @@ def _training(label: str, raw: Any, models: dict[str, Any]) -> TrainingSpec:
         lr=float(raw.get("lr", defaults.lr)),
         batch_size=raw.get("batch_size", defaults.batch_size),
         evaluations=evaluations,
+        evaluate_at=evaluate_at,
         seeds=raw.get("seeds", defaults.seeds),
         train_points=raw.get("train_points", defaults.train_points),
         heldout_points=raw.get("heldout_points", defaults.heldout_points),
