@@ -112,3 +112,30 @@ def test_a_sigmoid_belief_net_trains_on_real_digits_with_exact_held_out_likeliho
     assert row["bias"] < 5 * row["bias_se"]
     reference = float(results.rows["reference"].mean())  # nats per real 784-pixel digit, finite and plausible
     assert -550 < reference < -50
+
+
+def test_the_shipped_vae_trained_by_others_is_evaluated_on_real_held_out_digits(tmp_path):
+    from lvbench.data import reference_vae_path
+
+    spec = {
+        "run": {"points": 20, "repeats": 3},
+        "models": {
+            "shipped": {
+                "type": "vae",
+                "dataset": "mnist5k",
+                "checkpoint": reference_vae_path(),  # numpy arrays in the BDMC layout, no pickle
+                "reference": {"estimator": "iwae", "k": 5000, "repeats": 2},
+            }
+        },
+        "estimators": {"iwae": {"k": [50, 5000]}, "elbo": {"k": [50]}},
+    }
+    results = lvbench.run(spec, out=tmp_path / "o")
+    assert results.counts["done"] == 3
+    table = results.summary.set_index(["estimator", "k"])
+    assert np.isfinite(table["bias"]).all()
+    reference = float(results.rows["reference"].mean())
+    assert -130 < reference < -60  # nats per real held-out digit, where MNIST VAEs of this size sit
+    elbo, iwae50, iwae5000 = (table.loc[key] for key in (("elbo", 50), ("iwae", 50), ("iwae", 5000)))
+    assert elbo["bias"] < iwae50["bias"] - 5 * math.hypot(elbo["bias_se"], iwae50["bias_se"])  # ELBO ≤ IWAE
+    assert iwae50["bias"] < iwae5000["bias"]  # the IWAE bound rises with k on real data too
+    assert results.rows["estimate"].max() < 0  # a log-probability of 784 binary pixels

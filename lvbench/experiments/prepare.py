@@ -31,7 +31,8 @@ from lvbench.data import BUNDLED_DATASETS, bundled_digest, load_dataset, sample_
 from lvbench.experiments.identity import digest, file_digest
 from lvbench.experiments.spec import ModelSpec, RunSettings, SpecError, dataset_options
 from lvbench.experiments.store import StoreWarning, atomic_write, atomic_write_text, warn_untrusted
-from lvbench.models.checkpoint import load_state, load_weights_only, read_checkpoint
+from lvbench.models.checkpoint import load_state, load_weights_only
+from lvbench.models.reference import read_model_file
 
 __all__ = [
     "PreparedModel",
@@ -115,7 +116,7 @@ def artifact_digest(out_dir: str, key: str, quiet: bool = False) -> str | None:
 
 def _checkpoint_config(ms: ModelSpec) -> dict[str, Any]:
     """The checkpoint's architecture, refusing a spec parameter that contradicts it."""
-    ckpt = read_checkpoint(ms.checkpoint)
+    ckpt = read_model_file(ms.checkpoint)
     if ckpt.type != ms.type:
         raise SpecError(
             f"models.{ms.label}.checkpoint {ms.checkpoint} holds a {ckpt.type!r} model, not type = {ms.type!r}"
@@ -312,7 +313,7 @@ def _fit_to_dataset(model, ms: ModelSpec, config: dict, run: RunSettings, extras
     """A model trained on data: its weights from the checkpoint, or trained on the dataset's training part;
     returns the evaluation points, the first ``points`` of the held-out part, statically binarized."""
     if ms.checkpoint is not None:
-        load_state(model, read_checkpoint(ms.checkpoint).state_dict, ms.checkpoint)
+        load_state(model, read_model_file(ms.checkpoint).state_dict, ms.checkpoint)
         extras["checkpoint"] = ms.checkpoint
         _check_finite(model, ms.label, f"in checkpoint {ms.checkpoint}")
     else:

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from lvbench.core.errors import LvbenchInputError
+from lvbench.models.checkpoint import Checkpoint, read_checkpoint
 from lvbench.models.vae import VAE
 
-__all__ = ["load_npz_vae"]
+__all__ = ["load_npz_vae", "read_model_file"]
 
 
 def load_npz_vae(path: str | os.PathLike[str]) -> tuple[VAE, dict[str, torch.Tensor]]:
@@ -42,3 +43,14 @@ def load_npz_vae(path: str | os.PathLike[str]) -> tuple[VAE, dict[str, torch.Ten
     model.load_state_dict(state)
     extras = {k: v for k, v in tensors.items() if not k.startswith("fc")}
     return model, extras
+
+
+def read_model_file(path: str | os.PathLike[str], what: str = "checkpoint") -> Checkpoint:
+    """A spec's ``checkpoint``: an lvbench checkpoint (``lvbench train``), or an ``.npz`` of numpy arrays
+    in the BDMC layout (``load_npz_vae``), such as the shipped MNIST VAE trained by others."""
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        return read_checkpoint(path, what=what)
+    model, _ = load_npz_vae(path)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return Checkpoint(path, "vae", dict(model.config), state, {"format": "numpy arrays, BDMC layout"})
