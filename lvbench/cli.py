@@ -222,7 +222,14 @@ def _spec(args: argparse.Namespace):
             k = [int(v) for v in _names(args.k)]
         except ValueError:
             raise LvbenchInputError(f"--k must be comma-separated integers like 10,100; got {args.k!r}") from None
-    return resolve_spec(args.spec or None, _names(args.models), _names(args.estimators), k, args.set)
+    spec = args.spec or None
+    if getattr(args, "suite", None):
+        from lvbench.experiments.spec import suite_path
+
+        if spec is not None:
+            raise LvbenchInputError(f"give a spec file ({spec}) or --suite {args.suite}, not both")
+        spec = suite_path(args.suite)
+    return resolve_spec(spec, _names(args.models), _names(args.estimators), k, args.set)
 
 
 def _print_failures(out_dir: str) -> None:
@@ -337,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run an experiment spec (default: the default suite) and write its report")
     p.add_argument("spec", nargs="?", help="TOML spec file (omit for the default suite)")
+    p.add_argument("--suite", choices=["default", "mnist"], help="a suite shipped with lvbench instead of a spec file")
     p.add_argument("--out", default="results", help="output folder; rerunning into it resumes")
     p.add_argument(
         "--executor",

@@ -139,3 +139,19 @@ def test_the_shipped_vae_trained_by_others_is_evaluated_on_real_held_out_digits(
     assert elbo["bias"] < iwae50["bias"] - 5 * math.hypot(elbo["bias_se"], iwae50["bias_se"])  # ELBO ≤ IWAE
     assert iwae50["bias"] < iwae5000["bias"]  # the IWAE bound rises with k on real data too
     assert results.rows["estimate"].max() < 0  # a log-probability of 784 binary pixels
+
+
+def test_the_mnist_suite_is_shipped_and_plans_its_models_and_cells(tmp_path):
+    from lvbench.experiments.plan import plan_run
+    from lvbench.experiments.spec import load_spec, suite_path
+
+    spec = load_spec(suite_path("mnist"))
+    assert {m.label for m in spec.models} == {"iwae_vae", "shipped_vae", "sbn15", "sbn10"}
+    assert all(m.dataset == "mnist5k" for m in spec.models)
+    shipped = next(m for m in spec.models if m.label == "shipped_vae")
+    assert shipped.checkpoint.endswith("public_mnist_vae.npz")  # relative to the suite's own file
+    plan = plan_run(spec, str(tmp_path))
+    assert len(plan.todo) >= 60 and not plan.skipped
+    assert {c.kind for c in plan.todo} == {"likelihood", "gradient", "training"}
+    with pytest.raises(SpecError, match="unknown suite 'mnsit'"):
+        suite_path("mnsit")

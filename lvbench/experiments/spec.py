@@ -33,6 +33,7 @@ __all__ = [
     "default_spec",
     "load_spec",
     "resolve_spec",
+    "suite_path",
 ]
 
 DTYPES = ("float32", "float64")
@@ -712,6 +713,17 @@ def customize(
                 if isinstance(table, dict):
                     table["k"] = list(k)
     return raw
+
+
+#: Specs shipped with lvbench, by name (``lvbench run --suite NAME``).
+SUITES = ("default", "mnist")
+
+
+def suite_path(name: str) -> str:
+    """The file of a shipped suite: "default" (the default suite) or "mnist" (real MNIST digits)."""
+    if name not in SUITES:
+        raise SpecError(f"unknown suite {name!r}.{did_you_mean(name, SUITES)} Suites: {list(SUITES)}")
+    return str(resources.files("lvbench.experiments").joinpath(f"{name}.toml"))
 
 
 def default_spec_text() -> str:
