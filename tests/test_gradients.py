@@ -344,3 +344,13 @@ def test_exact_iwae_by_count_vectors_matches_numpy_tuples_and_monte_carlo_at_lar
     assert (exact_objective(m, x, "iwae", 10) < exact).all() and (exact <= m.log_marginal(x) + 1e-12).all()
     grads = exact_gradient(m, x, "iwae", 100)
     assert all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_the_norm_snr_bootstrap_equals_resampling_the_draws_one_by_one_in_numpy():
+    from lvbench.analysis.gradient_analysis import BOOTSTRAP, _bootstrap_norm_snr_se
+
+    g = torch.randn(60, 300, dtype=torch.float64) * 0.5 + torch.linspace(-0.2, 0.3, 300, dtype=torch.float64)
+    idx = torch.randint(0, 60, (BOOTSTRAP, 60), generator=torch.Generator().manual_seed(0)).numpy()
+    draws = g.numpy()
+    snr = [np.linalg.norm(draws[i].mean(0)) / np.sqrt(draws[i].var(0, ddof=1).sum()) for i in idx]
+    assert _bootstrap_norm_snr_se(g) == pytest.approx(np.std(snr, ddof=1), rel=1e-10)

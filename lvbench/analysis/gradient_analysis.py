@@ -296,7 +296,7 @@ def summarize_gradients(
             "snr": snr,
             "snr_median": snr_median,
             "snr_norm": snr_norm,
-            "snr_norm_se": _bootstrap_se(gi, _norm_snr) if r > 2 else math.nan,  # bootstrap over the R draws
+            "snr_norm_se": _bootstrap_norm_snr_se(gi) if r > 2 else math.nan,  # bootstrap over the R draws
             "seconds_per_gradient": draws.seconds_per_gradient,
             "method": draws.method,
         }
@@ -319,20 +319,29 @@ def summarize_gradients(
     return pd.DataFrame(rows)
 
 
-def _norm_snr(g: torch.Tensor) -> float:
-    sd = g.var(0, unbiased=True).sum().sqrt()
-    return (g.mean(0).norm() / sd).item() if sd > 0 else math.nan
-
-
 #: Bootstrap resamples of the R draws for the standard error of the norm SNR (fixed seed: reproducible).
 BOOTSTRAP = 200
 
 
-def _bootstrap_se(g: torch.Tensor, statistic) -> float:
-    """Standard error of ``statistic`` of the rows of ``g`` by resampling them with replacement."""
+def _bootstrap_norm_snr_se(g: torch.Tensor) -> float:
+    """Standard error of the norm SNR of the rows of ``g`` [R, P] by resampling them with replacement
+    (``BOOTSTRAP`` resamples). A resample enters only through how often it takes each draw, c [R], so its
+    mean is c·g / R and its unbiased variance (c·g'² − R m'²) / (R − 1) on the centred draws g' (m' the
+    resample's mean of g'): two [B, R] × [R, P] products instead of B gathered copies of g."""
+    r = g.shape[0]
     gen = torch.Generator().manual_seed(0)
-    idx = torch.randint(0, g.shape[0], (BOOTSTRAP, g.shape[0]), generator=gen).to(g.device)
-    values = torch.tensor([statistic(g[i]) for i in idx], dtype=torch.float64)
+    idx = torch.randint(0, r, (BOOTSTRAP, r), generator=gen)
+    counts = torch.zeros(BOOTSTRAP, r, dtype=torch.float64).scatter_add_(
+        1, idx, torch.ones_like(idx, dtype=torch.float64)
+    )
+    counts = counts.to(g.device)
+    g = g.double()
+    centred = g - g.mean(0)
+    mean = counts @ g / r
+    centred_mean = counts @ centred / r
+    var = ((counts @ centred.square()) - r * centred_mean.square()).clamp_min(0).sum(1) / (r - 1)
+    sd = var.sqrt()
+    values = torch.where(sd > 0, mean.norm(dim=1) / sd, torch.full_like(sd, math.nan)).cpu()
     values = values[torch.isfinite(values)]
     return values.std().item() if values.numel() > 2 else math.nan
 
