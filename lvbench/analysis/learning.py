@@ -265,8 +265,9 @@ def train_curve(
     params = list(model.parameters())
     optimizer = torch.optim.Adam(params, lr=run.lr) if not em else None
     batches = _Minibatches(data, run.batch_size, data_seed, device, dtype)
-    full = data.tensor() if isinstance(data, BinarizedImages) else data
-    full = full.to(device=device, dtype=dtype)
+    full = None  # EM steps on the whole fixed training set; gradient steps on minibatches
+    if em:
+        full = (data.tensor() if isinstance(data, BinarizedImages) else data).to(device=device, dtype=dtype)
     rows: list[dict[str, Any]] = []
     step, seconds, evaluations = 0, 0.0, 0
     with seeded(draw_seed), EvaluationCounter(model) as counter:

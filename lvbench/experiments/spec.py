@@ -518,7 +518,7 @@ def _training(label: str, raw: Any, models: dict[str, Any]) -> TrainingSpec:
     )
     if "draws" in variance:
         _int(variance["draws"], f"{where}.gradient_variance.draws", 2)
-    defaults = TrainingSpec(label, raw["model"], entries)
+    defaults = TrainingSpec  # the dataclass's own defaults
     return TrainingSpec(
         label=label,
         model=raw["model"],

@@ -212,6 +212,7 @@ def write_report(out_dir: str) -> dict[str, str]:
     curves = store.rows("training", ids, expected)
     epsilon = {label: t.get("epsilon", 1.0) for label, t in manifest.get("spec", {}).get("training", {}).items()}
     budgets = budget_table(curves, epsilon)
+    versus = comparisons(curves, budgets) if not budgets.empty else pd.DataFrame()
     paths: dict[str, str] = {}
     exported = (
         ("summary", lik, LIKELIHOOD_COLUMNS),
@@ -228,10 +229,12 @@ def write_report(out_dir: str) -> dict[str, str]:
             run = json.load(fh)
     violations = declared_violations(lik, raw)
     findings = violation_findings(violations) + likelihood_findings(lik) + gradient_findings(grad)
-    findings += training_findings(curves, epsilon)
+    findings += training_findings(curves, epsilon, budgets, versus)
     extras = prepared_extras(out_dir, manifest["models"])
-    sections = _sections(lik, grad, raw, statuses, bdmc_table(extras), gaps_table(extras), manifest, figures_dir)
-    sections[-2:-2] = _training_section(curves, budgets, figures_dir)  # before the status and the glossary
+    training = _training_section(curves, budgets, versus, figures_dir)
+    sections = _sections(
+        lik, grad, raw, statuses, bdmc_table(extras), gaps_table(extras), manifest, training, figures_dir
+    )
     if not violations.empty:  # first: a number that contradicts its estimator's declaration
         columns = {c: c for c in ("model", "estimator", "k", "device", "property", "evidence")}
         caption = "Declared properties contradicted by the measurements (5 SE against exact ground truth)"
@@ -306,7 +309,7 @@ SECTION_TEXT = {
 }
 
 
-def _sections(lik, grad, raw, statuses, bdmc, gaps, manifest, figures_dir) -> list[Section]:
+def _sections(lik, grad, raw, statuses, bdmc, gaps, manifest, training, figures_dir) -> list[Section]:
     sections = [
         *_references_section(lik),
         *_estimators_section(manifest),
@@ -314,6 +317,7 @@ def _sections(lik, grad, raw, statuses, bdmc, gaps, manifest, figures_dir) -> li
         *_bdmc_section(bdmc),
         *_gaps_section(gaps),
         *_gradient_section(grad, figures_dir),
+        *training,
         *_status_section(statuses),
         Section("Glossary", "", glossary=GLOSSARY),
     ]
@@ -377,13 +381,15 @@ def _gradient_section(grad: pd.DataFrame, figures_dir: str) -> list[Section]:
     return [Section(title, SECTION_TEXT[title], [t for t in tables if t is not None], figures)]
 
 
-def _training_section(curves: pd.DataFrame, budgets: pd.DataFrame, figures_dir: str) -> list[Section]:
+def _training_section(
+    curves: pd.DataFrame, budgets: pd.DataFrame, versus: pd.DataFrame, figures_dir: str
+) -> list[Section]:
     if curves.empty:
         return []
     bands = {m: curve_bands(curves, m) for m in ("heldout_log_px", "excess_nll")}
     tables = [
         display(budgets, TRAINING_BUDGETS, "Held-out log p(x) at equal budgets: steps, seconds, model evaluations"),
-        display(comparisons(curves), TRAINING_VERSUS, "Each method against the study's reference method, final step"),
+        display(versus, TRAINING_VERSUS, "Each method against the study's reference method, final step"),
     ]
     title = "Training studies"
     figures = _figures(training_figures(bands, figures_dir))

@@ -111,10 +111,11 @@ def budget_table(rows: pd.DataFrame, epsilon: dict[str, float] | float = 1.0) ->
     return table.sort_values(["study", "final"], ascending=[True, False], ignore_index=True)
 
 
-def comparisons(rows: pd.DataFrame) -> pd.DataFrame:
+def comparisons(rows: pd.DataFrame, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each method's final held-out log p(x) minus the study's reference method's, per seed, averaged, with
-    a paired two-sided t-test over seeds; ``plateau`` marks a biased method significantly below it."""
-    table = budget_table(rows)
+    a paired two-sided t-test over seeds; ``plateau`` marks a biased method significantly below it.
+    ``table``: ``budget_table(rows)`` where the caller has it already."""
+    table = budget_table(rows) if table is None else table
     if table.empty:
         return pd.DataFrame()
     data = _metric(rows, HELDOUT)
@@ -161,14 +162,20 @@ def comparisons(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def training_findings(rows: pd.DataFrame, epsilon: dict[str, float] | float = 1.0) -> list[str]:
+def training_findings(
+    rows: pd.DataFrame,
+    epsilon: dict[str, float] | float = 1.0,
+    table: pd.DataFrame | None = None,
+    versus: pd.DataFrame | None = None,
+) -> list[str]:
     """Per study: the best method at equal steps and the fastest to come within ε of it; each biased
-    method's plateau below the reference; the excess over the PPCA optimum."""
-    table = budget_table(rows, epsilon)
+    method's plateau below the reference; the excess over the PPCA optimum. ``table`` and ``versus``:
+    ``budget_table(rows, epsilon)`` and ``comparisons(rows)`` where the caller has them already."""
+    table = budget_table(rows, epsilon) if table is None else table
     if table.empty:
         return []
     lines = []
-    versus = comparisons(rows)
+    versus = comparisons(rows, table) if versus is None else versus
     for study, s_table in table.groupby("study"):
         best = s_table.iloc[0]
         steps = int(best["steps"])
