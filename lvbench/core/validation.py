@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import numbers
 
 import numpy as np
@@ -25,7 +26,7 @@ def check_num_samples(k: object, name: str = "num_samples") -> int:
 
 def model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
     """The floating dtype and device of a model's parameters or buffers."""
-    for t in list(model.parameters()) + list(model.buffers()):
+    for t in itertools.chain(model.parameters(), model.buffers()):
         if t.is_floating_point():
             return t.dtype, t.device
     return torch.get_default_dtype(), torch.device("cpu")
@@ -56,9 +57,8 @@ def check_data(x: object, model: torch.nn.Module, data_dim: int | None = None) -
             f"x has {x.shape[1]} features per point but the model expects data_dim={data_dim} (shape {tuple(x.shape)})"
         )
     support = data_support(model)
-    finite = torch.isfinite(x)
-    ok = finite.all() if support is None else (finite & support.check(x)).all()
-    if not ok:  # the one host sync of a call: NaN and support checked together
+    if not bool(_finite_and_supported(x, support)):  # the one host sync of a call
+        finite = torch.isfinite(x)
         if not finite.all():
             bad = int((~finite).any(dim=1).sum())
             raise LvbenchInputError(f"x contains NaN or infinite values ({bad} of {x.shape[0]} points affected)")
@@ -69,6 +69,27 @@ def check_data(x: object, model: torch.nn.Module, data_dim: int | None = None) -
             f"{bad} of {x.shape[0]} points (e.g. the value {example:g}); its log p(x) would be meaningless"
         )
     return x
+
+
+def _finite_and_supported(x: torch.Tensor, support: constraints.Constraint | None) -> torch.Tensor:
+    """Whether every x is finite and in ``support``, as a 0-dim bool tensor. From x's minimum and maximum
+    (one pass; NaN propagates into both) where the support is the reals, an interval or {0, 1} (then also
+    no fractional part: a second pass), else elementwise through ``support.check``."""
+    if (
+        support is None
+        or support is constraints.real
+        or isinstance(support, constraints.interval | constraints.half_open_interval | constraints.boolean.__class__)
+    ):
+        lo, hi = torch.aminmax(x)
+        ok = lo.isfinite() & hi.isfinite()
+        if support is constraints.boolean:
+            return ok & (lo >= 0) & (hi <= 1) & (torch.count_nonzero(torch.frac(x)) == 0)
+        if isinstance(support, constraints.half_open_interval):
+            return ok & (lo >= support.lower_bound) & (hi < support.upper_bound)
+        if isinstance(support, constraints.interval):
+            return ok & (lo >= support.lower_bound) & (hi <= support.upper_bound)
+        return ok
+    return (torch.isfinite(x) & support.check(x)).all()
 
 
 def describe_support(support: constraints.Constraint) -> str:
