@@ -295,6 +295,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from lvbench.compute.kernels import cache_path, calibrate, kernel_report
+
+    report = calibrate() if not args.show else kernel_report()
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"machine: {report['machine']} ({report['threads']} threads, measured {report['measured_at']})")
+    for name, choice in report["choices"].items():
+        times = report["milliseconds"].get(name, {})
+        timed = ", ".join(f"{k} {v:.3f} ms" for k, v in times.items()) or "not measured"
+        mark = " (set by $LVBENCH_KERNELS)" if name in report["overridden"] else ""
+        print(f"  {name:20s} {choice:13s}{mark}  [{timed}]")
+    print(f"cached in {cache_path()}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from lvbench.reports import write_report
 
@@ -401,6 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fail-on-regression", action="store_true", help="exit 1 if B regresses significantly")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "calibrate", help="measure which CPU kernels (oneDNN or torch's own) run fastest here, and cache the choice"
+    )
+    p.add_argument("--show", action="store_true", help="show the choice in force without measuring again")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("clean", help="delete the cells and prepared models of an output folder not in its current spec")
     p.add_argument("dir", help="output folder of `lvbench run`")

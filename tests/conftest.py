@@ -13,6 +13,10 @@ from lvbench.data import reference_vae_path
 REFERENCE_VAE = pathlib.Path(os.environ.get("LVBENCH_REFERENCE_VAE", reference_vae_path()))
 
 
+#: The tests' own cache of this machine's kernel calibration (``lvbench.compute.kernels``), shared by
+#: the xdist workers (one measures, the others wait for it) and apart from the user's ~/.cache/lvbench.
+os.environ.setdefault("LVBENCH_CACHE_DIR", str(pathlib.Path(__file__).parent.parent / ".pytest_cache" / "lvbench"))
+
 #: Under pytest-xdist each worker process takes one core's share of torch threads, so that parallel
 #: workers do not oversubscribe the machine.
 if os.environ.get("PYTEST_XDIST_WORKER"):

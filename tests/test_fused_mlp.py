@@ -11,8 +11,8 @@ import torch
 from scipy.special import expit, log_expit, logsumexp
 from torch import nn
 
-from lvbench.compute.bernoulli import bernoulli_log_likelihood, softplus_sum
-from lvbench.compute.matmul import cpu_matmul_backend, mlp_forward, onednn_enabled
+from lvbench.compute.bernoulli import SoftplusSum, bernoulli_log_likelihood
+from lvbench.compute.matmul import cpu_matmul_backend, force_linear, mlp_forward, onednn_enabled
 from lvbench.models import VAE
 from lvbench.models.base import mlp
 
@@ -40,6 +40,11 @@ def numpy_mlp(net: nn.Sequential, h: np.ndarray, activation: str) -> np.ndarray:
     return h
 
 
+def linear_kernels(use_onednn: bool):
+    """oneDNN's fused layers whatever this machine's calibration chose, or torch's own (oneDNN off)."""
+    return force_linear("onednn") if use_onednn else torch.backends.mkldnn.flags(enabled=False)
+
+
 def onednn_states() -> list:
     return [False, pytest.param(True, marks=pytest.mark.skipif(not onednn_enabled(), reason="no oneDNN here"))]
 
@@ -52,7 +57,7 @@ def test_mlp_forward_is_the_mlp_in_float64_up_to_float32_rounding(device, use_on
     act = {"sigmoid": nn.Sigmoid, "silu": nn.SiLU}.get(activation, activation)
     net = mlp([30, 64, 64, 50], act).to(device)
     z = 2 * torch.randn(7, 5, 30, device=device)
-    with torch.backends.mkldnn.flags(enabled=use_onednn), torch.inference_mode():
+    with linear_kernels(use_onednn), torch.inference_mode():
         out = mlp_forward(net, z)
     assert out.shape == (7, 5, 50) and out.dtype == torch.float32 and out.device == z.device
     reference = numpy_mlp(net, z.cpu().double().numpy(), activation)
@@ -60,7 +65,8 @@ def test_mlp_forward_is_the_mlp_in_float64_up_to_float32_rounding(device, use_on
     np.testing.assert_allclose(out.cpu().double().numpy(), reference, rtol=0, atol=500 * U32 * np.abs(reference).max())
 
 
-def test_onednn_route_is_taken_where_available_and_never_inside_torch_func(monkeypatch):
+def test_onednn_route_is_taken_where_chosen_and_never_inside_torch_func(monkeypatch):
+    monkeypatch.setenv("LVBENCH_KERNELS", "linear=onednn,linear_autograd=onednn,bernoulli_autograd=bce")
     calls = []
     real = torch.ops.mkldnn._linear_pointwise if hasattr(torch.ops, "mkldnn") else None
 
@@ -74,12 +80,16 @@ def test_onednn_route_is_taken_where_available_and_never_inside_torch_func(monke
     with torch.inference_mode():
         mlp_forward(net, z)
     assert calls == (["tanh", "none"] if onednn_enabled() else [])
-    assert cpu_matmul_backend() == ("onednn" if onednn_enabled() else "aten")
+    assert cpu_matmul_backend().startswith("onednn/onednn/" if onednn_enabled() else "aten/aten/")
     calls.clear()
     with torch.backends.mkldnn.flags(enabled=False), torch.inference_mode():
         mlp_forward(net, z)
-        assert cpu_matmul_backend() == "aten"
+        assert cpu_matmul_backend().startswith("aten/aten/")
     assert calls == []
+    monkeypatch.setenv("LVBENCH_KERNELS", "linear=aten,linear_autograd=onednn,bernoulli_autograd=bce")
+    with torch.inference_mode():
+        mlp_forward(net, z)  # the choice without autograd is aten's now
+    assert calls == [] and cpu_matmul_backend().startswith("aten/onednn/" if onednn_enabled() else "aten/aten/")
     z.requires_grad_(True)
     mlp_forward(net, z).sum().backward()  # autograd: OneDNNLinear; ∂h by oneDNN per layer (∂W by torch.mm)
     assert z.grad is not None
@@ -157,7 +167,7 @@ def test_mlp_forward_gradients_match_float64_autograd(device, use_onednn, activa
     net = mlp([30, 64, 64, 50], act).to(device)
     h = (2 * torch.randn(7, 5, 30, device=device)).requires_grad_(True)
     weights = torch.randn(7, 5, 50, device=device)
-    with torch.backends.mkldnn.flags(enabled=use_onednn):
+    with linear_kernels(use_onednn):
         (mlp_forward(net, h) * weights).sum().backward()
     net64 = mlp([30, 64, 64, 50], act).double().to(device)
     net64.load_state_dict({k: v.double() for k, v in net.state_dict().items()})
@@ -176,7 +186,8 @@ def test_onednn_backward_is_first_order_only():
         pytest.skip("no oneDNN here")
     net = mlp([4, 8, 3], "tanh")
     z = torch.randn(5, 4, requires_grad=True)
-    (g,) = torch.autograd.grad(mlp_forward(net, z).sum(), z, create_graph=True)
+    with force_linear("onednn"):
+        (g,) = torch.autograd.grad(mlp_forward(net, z).sum(), z, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|double backward|does not require grad"):
         torch.autograd.grad(g.sum(), z)
 
@@ -188,7 +199,7 @@ def test_softplus_sum_and_its_gradient_match_scipy_at_every_logit_scale(device):
     gen = torch.Generator().manual_seed(5)
     logits = torch.randn(4, 3, 301, generator=gen) * (10.0 ** torch.linspace(-3, 3, 4))[:, None, None]
     logits = logits.to(device).requires_grad_(True)
-    value = softplus_sum(logits)
+    value = SoftplusSum.apply(logits)
     (value * torch.arange(1.0, 4.0, device=device)).sum().backward()
     value, grad = value.detach().cpu(), logits.grad.cpu()
     l64 = logits.detach().cpu().double().numpy()
@@ -196,6 +207,6 @@ def test_softplus_sum_and_its_gradient_match_scipy_at_every_logit_scale(device):
     magnitude = np.abs(l64).sum(-1) + 301
     np.testing.assert_array_less(np.abs(value.double().numpy() - expected), 20 * U32 * magnitude)
     np.testing.assert_allclose(grad.numpy(), expit(l64) * np.arange(1.0, 4.0)[:, None], rtol=4 * U32, atol=1e-30)
-    (g,) = torch.autograd.grad(softplus_sum(logits).sum(), logits, create_graph=True)
+    (g,) = torch.autograd.grad(SoftplusSum.apply(logits).sum(), logits, create_graph=True)
     with pytest.raises(RuntimeError):
         torch.autograd.grad(g.sum(), logits)

@@ -131,21 +131,27 @@ def test_cell_identity_covers_what_determines_the_numbers(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
-def test_cpu_cells_name_their_matmul_library_and_refuse_to_run_under_another(tmp_path):
-    """oneDNN and torch's own matmuls round differently: the library is part of a CPU cell's id, and a
-    process whose library differs from the one the id names fails the cell instead of mixing numbers."""
+def test_cpu_cells_name_their_kernels_and_refuse_to_run_under_others(tmp_path, monkeypatch):
+    """oneDNN's and torch's own kernels round differently: the kernels in force (the machine's
+    calibration or ``$LVBENCH_KERNELS``) are part of a CPU cell's id, and a process whose kernels differ
+    from the ones the id names fails the cell instead of mixing numbers."""
     with torch.backends.mkldnn.flags(enabled=False):
         aten = plan_run(parse_spec(spec_dict()), str(tmp_path))
-    assert {c.matmul for c in aten.cells} == {"aten"}
+    assert {c.matmul for c in aten.cells} == {f"aten/aten/{cpu_matmul_backend().split('/')[2]}"}
     native = plan_run(parse_spec(spec_dict()), str(tmp_path))
     assert {c.matmul for c in native.cells} == {cpu_matmul_backend()}
-    if cpu_matmul_backend() == "onednn":
-        assert not {c.id for c in aten.cells} & {c.id for c in native.cells}
-        result = run_cell(aten.cells[0], str(tmp_path))
-        assert (
-            result["status"] == "failed"
-            and "made for CPU matmuls by aten, but this process has onednn" in (result["reason"])
-        )
+    monkeypatch.setenv("LVBENCH_KERNELS", "linear=aten,linear_autograd=aten,bernoulli_autograd=bce")
+    bce = plan_run(parse_spec(spec_dict()), str(tmp_path))
+    monkeypatch.setenv("LVBENCH_KERNELS", "linear=aten,linear_autograd=aten,bernoulli_autograd=softplus_sum")
+    softplus = plan_run(parse_spec(spec_dict()), str(tmp_path))
+    assert {c.matmul for c in bce.cells} == {"aten/aten/bce"} and {c.matmul for c in softplus.cells} == {
+        "aten/aten/softplus_sum"
+    }
+    assert not {c.id for c in bce.cells} & {c.id for c in softplus.cells}
+    assert bce.model_keys != softplus.model_keys  # the prepared (trained, referenced) models too
+    result = run_cell(bce.cells[0], str(tmp_path))
+    assert result["status"] == "failed"
+    assert "made for CPU matmuls by aten/aten/bce, but this process has aten/aten/softplus_sum" in result["reason"]
 
 
 # -- 2. resume trusts only rows that read back complete ----------------------------------------------

@@ -1,4 +1,5 @@
-"""Where the numbers came from: the machine (CPU, torch, threads, the matmul route) and the source."""
+"""Where the numbers came from: the machine (CPU, torch, threads, the route and the calibrated kernels) and
+the source."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import torch
 
+from lvbench.compute.kernels import kernel_report
 from lvbench.compute.matmul import cpu_matmul_backend
 from lvbench.compute.routes import current_route
 from lvbench.core.code_identity import VERSION
@@ -53,6 +55,7 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "route": current_route(),
         "cpu_matmul": cpu_matmul_backend(),
+        "cpu_kernels": kernel_report(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info

@@ -57,8 +57,8 @@ class Cell:
     #: digest of the estimator's code identity (distribution, version, source): an edited plugin's
     #: cells get new ids
     code: str
-    #: CPU cells: the library of float32 matmuls ("onednn" or "aten", ``cpu_matmul_backend``), whose
-    #: rounding differs; "" on other devices
+    #: CPU cells: the kernels of float32 matmuls and Bernoulli terms (``cpu_matmul_backend``, e.g.
+    #: "onednn/aten/bce", or "eager"), whose rounding differs; "" on other devices
     matmul: str
     #: seconds the cell may run (None: no limit); not part of the identity: it cannot change a number
     timeout: float | None = field(default=None, compare=False)
@@ -134,7 +134,7 @@ def expand(
                             diagnostics_max_k=run.diagnostics_max_k if es.kind == "likelihood" else 0,
                             lvbench=version,
                             code=digest(entry.code),
-                            matmul=cpu_matmul_backend() if device.startswith("cpu") else "",
+                            matmul=cpu_matmul_backend(run.threads) if device.startswith("cpu") else "",
                             timeout=es.cell_timeout if es.cell_timeout is not None else run.cell_timeout,
                         )
                         check = {"num_samples": k, **options}
@@ -201,7 +201,7 @@ def _training_cells(spec: Spec, study: TrainingSpec, ms, model, key: str, device
                         diagnostics_max_k=0,
                         lvbench=version,
                         code="" if baseline else digest(registered.code),
-                        matmul=cpu_matmul_backend() if device.startswith("cpu") else "",
+                        matmul=cpu_matmul_backend(run.threads) if device.startswith("cpu") else "",
                         timeout=study.cell_timeout if study.cell_timeout is not None else run.cell_timeout,
                         study=study.label,
                     )

@@ -203,7 +203,8 @@ def run_cell(cell: Cell, out_dir: str, tick: Callable[[int], None] = _no_tick) -
             if cell.matmul and cell.matmul != cpu_matmul_backend():
                 raise LvbenchInputError(
                     f"this cell's id was made for CPU matmuls by {cell.matmul}, but this process has "
-                    f"{cpu_matmul_backend()} (torch.backends.mkldnn enabled or not): its numbers would differ"
+                    f"{cpu_matmul_backend()} (see lvbench calibrate, $LVBENCH_KERNELS, torch.backends.mkldnn): "
+                    "its numbers would differ"
                 )
             prepared = load_prepared(out_dir, cell.model_key, device, label=cell.model, sha256=cell.model_sha256)
             torch.manual_seed(cell.seed)

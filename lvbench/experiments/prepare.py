@@ -22,6 +22,7 @@ import torch
 
 from lvbench.analysis.inference_gaps import inference_gaps
 from lvbench.analysis.training import fit_encoder, train_vae
+from lvbench.compute.matmul import cpu_matmul_backend
 from lvbench.core.code_identity import lvbench_version
 from lvbench.core.errors import LvbenchInputError
 from lvbench.core.protocol import capabilities_of
@@ -179,6 +180,8 @@ def model_config(ms: ModelSpec, run: RunSettings) -> dict[str, Any]:
         "seed": run.seed,
         "dtype": run.dtype,
         "threads": run.threads,
+        # training, encoder fits and references run on the CPU by its calibrated kernels
+        "cpu_kernels": cpu_matmul_backend(run.threads),
     }
 
 
