@@ -351,3 +351,34 @@ def test_a_training_study_runs_on_each_device_and_resumes_there(tmp_path, device
     pd.testing.assert_frame_equal(
         pd.DataFrame(whole).drop(columns=["seconds"]), pd.DataFrame(resumed).drop(columns=["seconds"])
     )
+
+
+def test_compare_tests_training_outcomes_and_counts_every_lost_replicate(tmp_path):
+    """The gate sees training studies: a rerun of the same study is no change; a study trained with a
+    learning rate too small to learn is a significant regression of held-out log p(x) (paired over the
+    replicates, which start from the same initializations); one replicate lost in B is a regression of
+    its own, named by study and replicate."""
+    from lvbench.reports.compare import compare
+
+    def study(lr, seeds=3):
+        return {"ppca": {"model": "lg", "estimators": ["reparam"], "k": 4, "steps": 300, "lr": lr, "seeds": seeds}}
+
+    models = {"lg": {"type": "linear_gaussian"}}
+    _study(tmp_path, study(0.02), models, name="a")
+    _study(tmp_path, study(0.02), models, name="same")
+    _study(tmp_path, study(1e-5), models, name="slow")
+    _study(tmp_path, study(0.02, seeds=2), models, name="lost")
+
+    def training_rows(result):
+        return result[result["kind"] == "training"]
+
+    same = compare(str(tmp_path / "a"), str(tmp_path / "same"))
+    assert not same["regression"].any() and len(training_rows(same)) == 1
+    assert training_rows(same)["p"].iloc[0] == 1.0  # identical replicates
+    slow = training_rows(compare(str(tmp_path / "a"), str(tmp_path / "slow")))
+    assert slow["metric"].tolist() == ["heldout_log_px"] and slow["test"].iloc[0] == "paired t over 3 replicates"
+    assert bool(slow["regression"].iloc[0]) and slow["b"].iloc[0] < slow["a"].iloc[0]
+    lost = compare(str(tmp_path / "a"), str(tmp_path / "lost"))
+    gone = lost[(lost["metric"] == "cell") & lost["regression"]]
+    assert len(gone) == 1 and gone["study"].iloc[0] == "ppca" and gone["replicate"].iloc[0] == 2, gone
+    assert "absent from B's spec" in gone["test"].iloc[0]

@@ -127,7 +127,10 @@ def write_manifest(out_dir: str, spec: Spec, plan: Plan) -> None:
 
 def _describe(cell: Cell) -> dict[str, Any]:
     keys = ("kind", "model", "estimator", "estimator_name", "objective", "k", "device", "dtype", "model_sha256")
-    return {key: getattr(cell, key) for key in keys}
+    described = {key: getattr(cell, key) for key in keys}
+    if cell.kind == "training":  # a study's cells differ in study and replicate too
+        described.update(study=cell.study, replicate=json.loads(cell.options_json)["study"]["replicate"])
+    return described
 
 
 def expected_models(out_dir: str, manifest: dict[str, Any]) -> dict[str, str]:

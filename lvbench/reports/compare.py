@@ -12,15 +12,19 @@ content address), else the Mann-Whitney test (different data points: points are 
 Throughput is compared through the per-repeat timings (Mann-Whitney). Gradient norm SNR is compared
 with a z-test from its bootstrap standard errors, only where both runs used the same model and points
 (an SNR is a property of the batch of points, so across different data it is reported, not tested).
+Training studies are compared through each method's final held-out log p(x) per replicate (seeds are
+the sampling unit): a paired t-test where both folders trained from the same prepared model and data,
+else reported untested; a training cell is matched by study and replicate too, so one lost seed counts.
 All p-values are corrected together (Holm's step-down method, family-wise error), so that two runs of
 one spec that differ only in their seeds show no significant change. A *regression* is a significant
-change for the worse: larger |bias|, std or RMSE, lower SNR, or lower throughput by more than
+change for the worse: larger |bias|, std or RMSE, lower SNR or held-out log p(x), or lower throughput by more than
 ``min_slowdown`` (timings also drift between runs for reasons no within-run error bar sees).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 
@@ -32,17 +36,20 @@ from lvbench.analysis.declared import declared_violations
 from lvbench.experiments.store import atomic_write_text
 from lvbench.reports.escape import markdown, markdown_frame
 from lvbench.reports.results import load_results
+from lvbench.reports.training import HELDOUT
 
 __all__ = ["UNTESTED", "compare", "holm", "point_metrics", "write_comparison"]
 
 LIK_KEYS = ["model", "model_type", "estimator", "k", "device", "dtype"]
 GRAD_KEYS = ["model", "model_type", "estimator", "objective", "k", "device", "group"]
-#: What a cell is, for matching cells across folders and listing those without a partner or a result.
-CELL_KEYS = ["kind", "model", "model_type", "estimator", "objective", "k", "device", "dtype"]
+TRAIN_KEYS = ["study", "model", "model_type", "estimator", "objective", "k", "device", "dtype"]
+#: What a cell is, for matching cells across folders and listing those without a partner or a result
+#: (a training study's cells also by study and replicate: one lost seed is a lost cell).
+CELL_KEYS = ["kind", "model", "model_type", "estimator", "objective", "k", "device", "dtype", "study", "replicate"]
 #: The ``metric`` of rows that are findings about cells, not statistical tests.
 UNTESTED = ("cell", "label collision", "declared property")
 #: metric -> +1 where larger is worse, -1 where smaller is worse
-WORSE = {"abs_bias": 1, "std": 1, "rmse": 1, "samples_per_second": -1, "snr_norm": -1}
+WORSE = {"abs_bias": 1, "std": 1, "rmse": 1, "samples_per_second": -1, "snr_norm": -1, HELDOUT: -1}
 
 
 def holm(p: np.ndarray) -> np.ndarray:
@@ -108,7 +115,7 @@ def compare(a_dir: str, b_dir: str, alpha: float = 0.05, min_slowdown: float = 0
     same_model = _same_models(a, b)
     types_a, types_b = _model_types(a), _model_types(b)
     for res, types in ((a, types_a), (b, types_b)):
-        for frame in (res.rows, res.gradient_summary, res.statuses):
+        for frame in (res.rows, res.gradient_summary, res.statuses, res.training):
             if not frame.empty:
                 frame["model_type"] = frame["model"].map(types)
     out = []
@@ -135,6 +142,7 @@ def compare(a_dir: str, b_dir: str, alpha: float = 0.05, min_slowdown: float = 0
             z = (vb - va) / se if se > 0 else math.nan
             p = 2 * stats.norm.sf(abs(z)) if np.isfinite(z) else math.nan
             out.append(_row("gradient", key, GRAD_KEYS, "snr_norm", va, vb, p, "z (bootstrap SE)"))
+    out += _training_tests(a.training, b.training, same_model)
     result = pd.DataFrame(out)
     if not result.empty:
         result["p_adjusted"] = holm(result["p"].to_numpy())
@@ -154,6 +162,45 @@ def compare(a_dir: str, b_dir: str, alpha: float = 0.05, min_slowdown: float = 0
         ).drop(columns=["property", "evidence"])
     parts = [p for p in (violated, coverage, result) if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else result
+
+
+def final_heldout(training: pd.DataFrame) -> dict[tuple, pd.Series]:
+    """Per training method (``TRAIN_KEYS``): each replicate's held-out log p(x) at its last evaluation."""
+    if training.empty:
+        return {}
+    rows = training[training["metric"] == HELDOUT]
+    last = rows.loc[rows.groupby("cell_id")["step"].idxmax()]
+    return {key: g.set_index("replicate")["value"] for key, g in last.groupby(TRAIN_KEYS, dropna=False, sort=True)}
+
+
+def _training_tests(ta: pd.DataFrame, tb: pd.DataFrame, same_model) -> list[dict]:
+    """Final held-out log p(x) per training method, tested over replicates (seeds: the sampling unit) by a
+    paired t-test where both folders trained from the same prepared model and data (replicate r starts
+    from the same initialization in both), else reported untested: held-out levels of different data or
+    true models are not comparable."""
+    fa, fb = final_heldout(ta), final_heldout(tb)
+    out = []
+    for key in sorted(set(fa) & set(fb), key=str):
+        va, vb = fa[key], fb[key]
+        common = va.index.intersection(vb.index)
+        mean_a, mean_b = float(va.mean()), float(vb.mean())
+        if not same_model(key[1]):
+            out.append(
+                _row("training", key, TRAIN_KEYS, HELDOUT, mean_a, mean_b, math.nan, "not tested: different data")
+            )
+            continue
+        diff = (vb[common] - va[common]).to_numpy()
+        if len(diff) < 2:
+            p, test = math.nan, "not tested: fewer than 2 common replicates"
+        else:
+            p = (
+                1.0
+                if np.all(diff == diff[0]) and diff[0] == 0
+                else float(stats.ttest_rel(vb[common], va[common]).pvalue)
+            )
+            test = f"paired t over {len(diff)} replicates"
+        out.append(_row("training", key, TRAIN_KEYS, HELDOUT, mean_a, mean_b, p, test))
+    return out
 
 
 def _model_types(results) -> dict[str, str]:
@@ -184,6 +231,7 @@ def _coverage(sa: pd.DataFrame, sb: pd.DataFrame, types_a: dict, types_b: dict) 
         records = statuses.to_dict("records") if not statuses.empty else []
         for r in records:
             r["objective"] = r.get("objective") if isinstance(r.get("objective"), str) else None
+            r["study"], r["replicate"] = _study_and_replicate(r)
         return {tuple(r[k] for k in CELL_KEYS): r for r in records}
 
     cells_a, cells_b = by_key(sa), by_key(sb)
@@ -208,6 +256,17 @@ def _coverage(sa: pd.DataFrame, sb: pd.DataFrame, types_a: dict, types_b: dict) 
     if not frame.empty:
         frame["significant"] = False
     return frame
+
+
+def _study_and_replicate(record: dict) -> tuple[str | None, int | None]:
+    """A training cell's study and replicate, from its status record or its manifest entry; (None, None)
+    for other cells."""
+    if record.get("kind") != "training":
+        return None, None
+    if isinstance(record.get("options_json"), str):
+        return record.get("study"), int(json.loads(record["options_json"])["study"]["replicate"])
+    replicate = record.get("replicate")
+    return record.get("study"), None if replicate is None or pd.isna(replicate) else int(replicate)
 
 
 def _same_models(a, b):
