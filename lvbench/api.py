@@ -8,6 +8,7 @@ lvbench.load_results("results")  # the same from a folder written by `lvbench ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable
@@ -33,19 +34,29 @@ def run(
     report: bool = False,
 ) -> Results:
     """Run a spec (a TOML path, a dict as read from TOML, a ``Spec``, or None for the default suite) into
-    ``out`` (default: a new temporary folder), resuming what is already there, and return its results.
-    ``models``, ``estimators``, ``k`` and ``set`` narrow and change the spec as the command line's
-    flags do; ``report=True`` also writes the HTML/Markdown report."""
+    ``out``, resuming what is already there, and return its results. Without ``out`` the run works in a
+    temporary folder that is removed once its results are read (``results.out_dir`` is then None): nothing
+    is left behind, and nothing resumes. ``models``, ``estimators``, ``k`` and ``set`` narrow and change
+    the spec as the command line's flags do; ``report=True`` also writes the HTML/Markdown report into
+    ``out`` (so it needs one)."""
+    from lvbench.core.errors import LvbenchInputError
     from lvbench.experiments import run_experiment
     from lvbench.experiments.spec import resolve_spec
 
+    if report and out is None:
+        raise LvbenchInputError("report=True writes the report into the output folder: give out=")
     spec = resolve_spec(spec, models, estimators, k, set)
-    out_dir = os.fspath(out) if out is not None else tempfile.mkdtemp(prefix="lvbench-")
-    counts = run_experiment(spec, out_dir, executor=executor, workers=workers, devices=devices, progress=progress)
-    if report:
-        from lvbench.reports import write_report
+    with contextlib.ExitStack() as stack:
+        out_dir = (
+            os.fspath(out) if out is not None else stack.enter_context(tempfile.TemporaryDirectory(prefix="lvbench-"))
+        )
+        counts = run_experiment(spec, out_dir, executor=executor, workers=workers, devices=devices, progress=progress)
+        if report:
+            from lvbench.reports import write_report
 
-        write_report(out_dir)
-    results = load_results(out_dir)
+            write_report(out_dir)
+        results = load_results(out_dir)
     results.counts = counts
+    if out is None:
+        results.out_dir = None
     return results

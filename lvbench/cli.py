@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
+import shutil
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,23 +39,32 @@ def _cell_text(value: Any) -> str:
     return "-" if value in (None, "") else str(value)
 
 
-def _registry_table(kind: str) -> pd.DataFrame:
-    rows = []
-    for d in describe_all(kind):
-        options = d.get("options", d.get("parameters", []))
-        rows.append(
-            {
-                "name": d["name"],
-                "kind": d["kind"],
-                "needs": _cell_text(d.get("needs")),
-                "is": _cell_text(d.get("properties")),
-                "objectives": _cell_text(d.get("objectives")),
-                "options / parameters": _cell_text([o["name"] for o in options]),
-                "source": d["source"],
-                "description": d["doc"].splitlines()[0] if d["doc"] else "",
-            }
-        )
-    return pd.DataFrame(rows)
+KIND_TITLES = {"likelihood": "Likelihood estimators", "gradient": "Gradient estimators", "model": "Models"}
+
+
+def _registry_listing(kind: str, width: int) -> str:
+    """The registry by kind, each entry its name, then what it needs, is and optimizes and where it comes
+    from, then its docstring's first line, wrapped to ``width`` columns (details: ``lvbench list NAME``)."""
+    entries = describe_all(kind)
+    indent = min(25, max(len(d["name"]) for d in entries) + 4)
+    wrap = functools.partial(textwrap.wrap, width=max(width, indent + 30), subsequent_indent=" " * indent)
+    lines = []
+    for section, title in KIND_TITLES.items():
+        chosen = [d for d in entries if d["kind"] == section]
+        if not chosen:
+            continue
+        lines += ["" if lines else None, f"{title} (lvbench list NAME for options and details)"]
+        for d in chosen:
+            facts = [
+                f"{label} {_cell_text(d[key])}"
+                for key, label in (("needs", "needs"), ("properties", "is"), ("objectives", "objectives"))
+                if d.get(key)
+            ]
+            head = f"  {d['name']}".ljust(indent) + " · ".join([*facts, f"from {d['source']}"])
+            lines += wrap(head)
+            if d["doc"]:
+                lines += wrap(" " * indent + d["doc"].splitlines()[0])
+    return "\n".join(line for line in lines if line is not None)
 
 
 def _left_aligned(table: pd.DataFrame) -> str:
@@ -89,7 +101,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(describe_all(args.name), indent=1, default=str))
             return 0
-        print(_left_aligned(_registry_table(args.name)))
+        print(_registry_listing(args.name, shutil.get_terminal_size((100, 24)).columns))
         return 0
     d = describe(args.name)
     print(json.dumps(d, indent=1, default=str) if args.json else _detail(d), end="" if not args.json else "\n")
@@ -212,6 +224,17 @@ def _names(text: str | None) -> list[str] | None:
     return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
 
+def _plugin_files(args: argparse.Namespace) -> None:
+    """--plugin FILE: import each file now, and name them in $LVBENCH_PLUGINS for worker processes."""
+    from lvbench.core.registry import PLUGINS_ENV_VAR, load_plugin_files
+
+    files = [os.path.abspath(f) for f in getattr(args, "plugin", None) or []]
+    if files:
+        load_plugin_files(files)
+        present = [p for p in os.environ.get(PLUGINS_ENV_VAR, "").split(os.pathsep) if p]
+        os.environ[PLUGINS_ENV_VAR] = os.pathsep.join(dict.fromkeys(present + files))
+
+
 def _spec(args: argparse.Namespace):
     """The spec file (or the default suite), narrowed by --models/--estimators/--k and changed by --set."""
     from lvbench.experiments.spec import resolve_spec
@@ -328,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="registered estimators and models, or one of them in detail")
     p.add_argument(
+        "--plugin",
+        action="append",
+        metavar="FILE",
+        help="a Python file that registers estimators or models (repeatable; for code not yet a package)",
+    )
+    p.add_argument(
         "name",
         nargs="?",
         default="all",
@@ -360,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="run an experiment spec (default: the default suite) and write its report")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        metavar="FILE",
+        help="a Python file that registers estimators or models (repeatable; for code not yet a package)",
+    )
     p.add_argument("spec", nargs="?", help="TOML spec file (omit for the default suite)")
     p.add_argument("--suite", choices=["default", "mnist"], help="a suite shipped with lvbench instead of a spec file")
     p.add_argument("--out", default="results", help="output folder; rerunning into it resumes")
@@ -384,7 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="list the cells to run, already done and skipped; exit")
     p.add_argument("--models", help="only these model labels of the spec, comma-separated (e.g. lg,mix)")
-    p.add_argument("--estimators", help="only these estimator or gradient-study labels (e.g. iwae,ais)")
+    p.add_argument(
+        "--estimators",
+        help="only these estimator or gradient-study labels (e.g. iwae,ais); a registered estimator the spec has "
+        "no table for is added with --k's budgets",
+    )
     p.add_argument("--k", help="sample budgets for every selected estimator, comma-separated (e.g. 10,100)")
     p.add_argument(
         "--set",
@@ -400,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="check an estimator against what it declares, on models with exact ground truth (plugins too)"
     )
     p.add_argument("name", help="a registered estimator")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        metavar="FILE",
+        help="a Python file that registers estimators or models (repeatable; for code not yet a package)",
+    )
     p.add_argument("--k", type=int, help="sample budget (default 5 for likelihood, 3 for gradient estimators)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_check)
@@ -444,6 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.executor = "dask" if args.scheduler else ("process" if args.workers > 1 else "local")
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        _plugin_files(args)
         return func(args)
     except USER_ERRORS as exc:
         message = " ".join(str(exc).split("\n"))

@@ -319,12 +319,21 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
         assert out.returncode == 2 and "CUDA is not available" in out.stderr
 
 
-def test_cli_list_and_help():
+def test_cli_list_fits_the_terminal_and_python_m_lvbench_works(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
     out = run_cli("list", "gradient")
-    names = [line.split()[0] for line in out.stdout.splitlines()[1:]]
+    lines = out.stdout.splitlines()
+    names = [line.split()[0] for line in lines if line.startswith("  ") and not line.startswith("   ")]
     assert out.returncode == 0 and "dreg" in names and "iwae" not in names
-    for verb in ("list", "train", "run", "report"):
+    assert lines[0].startswith("Gradient estimators") and max(map(len, lines)) <= 100
+    everything = run_cli("list").stdout.splitlines()
+    assert max(map(len, everything)) <= 100 and {"iwae", "dreg", "vae"} <= {
+        line.split()[0] for line in everything if line
+    }
+    for verb in ("list", "train", "run", "report", "calibrate"):
         assert run_cli(verb, "--help").returncode == 0
+    module = subprocess.run([sys.executable, "-m", "lvbench", "--help"], capture_output=True, text=True)
+    assert module.returncode == 0 and module.stdout.startswith("usage: lvbench")
 
 
 def test_cli_run_spec_and_report(tmp_path, capsys):

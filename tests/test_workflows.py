@@ -2,7 +2,7 @@
 listing what is registered, and exports of the summaries."""
 
 import json
-import os
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -39,9 +39,17 @@ def test_python_api_runs_a_dict_and_loads_the_folder_back(tmp_path):
         lvbench.load_results(tmp_path)
 
 
-def test_default_output_folder_is_a_fresh_temporary_one():
-    results = lvbench.run(SMALL, models=["lg"], estimators=["elbo"])
-    assert os.path.isdir(results.out_dir) and results.counts["done"] == 1
+def test_without_an_output_folder_a_run_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # read TMPDIR again
+    try:
+        results = lvbench.run(SMALL, models=["lg"], estimators=["elbo"])
+    finally:
+        tempfile.tempdir = None
+    assert results.out_dir is None and results.counts["done"] == 1 and len(results.summary) == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("lvbench-")] == []  # (torch keeps caches there)
+    with pytest.raises(lvbench.LvbenchInputError, match="give out="):
+        lvbench.run(SMALL, models=["lg"], estimators=["elbo"], report=True)
 
 
 def test_customize_narrows_and_sets():
@@ -54,7 +62,7 @@ def test_customize_narrows_and_sets():
     assert raw["run"]["devices"] == ["cpu"] and "proposal" not in SMALL["estimators"]["iwae"]  # input untouched
     with pytest.raises(SpecError, match="no model 'lgg'. Did you mean 'lg'"):
         customize(SMALL, models=["lgg"])
-    with pytest.raises(SpecError, match="no table 'iwea'. Did you mean 'iwae'"):
+    with pytest.raises(SpecError, match="'iwea' is neither a table of the spec nor a registered estimator. Did you mean 'iwae'"):
         customize(SMALL, estimators=["iwea"])
     with pytest.raises(SpecError, match="KEY=VALUE"):
         customize(SMALL, sets=["run.repeats"])

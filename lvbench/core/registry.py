@@ -4,7 +4,10 @@ Three verbs per registry, as in timm: ``register_*``, ``list_*``, ``get_*``. Unl
 registration of the same name is refused loudly. Third-party packages plug in through the entry-point
 groups ``lvbench.estimators`` and ``lvbench.models``: an entry point names either a module that
 registers on import or an object decorated with ``register_estimator``/``register_model``. A plugin
-that fails to load produces a warning naming it, never a crash.
+that fails to load produces a warning naming it, never a crash. A plugin that is not (yet) a package is
+a Python file named in ``$LVBENCH_PLUGINS`` (``os.pathsep``-separated; ``lvbench run --plugin FILE`` sets
+it, so worker processes load it too): imported once per process on the first lookup, its code identity
+the file's digest. A named file that is missing or fails to import is a user error, not a warning.
 """
 
 from __future__ import annotations
@@ -12,18 +15,23 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import importlib.metadata
+import importlib.util
 import inspect
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from lvbench.core.code_identity import code_identity
-from lvbench.core.errors import UnknownNameError, did_you_mean
+from lvbench.core.errors import LvbenchInputError, UnknownNameError, did_you_mean
 from lvbench.core.options import Interval, check_constraints, signature_options
 from lvbench.core.protocol import PROPOSAL_NEEDS, capabilities_of
 
 __all__ = [
+    "PLUGINS_ENV_VAR",
+    "load_plugin_files",
     "CAPABILITIES",
     "DATASET_USES",
     "ESTIMATOR_KINDS",
@@ -168,7 +176,9 @@ class Registry:
         return [self._entries[n] for n in self.list(kind)]
 
     def discover(self, force: bool = False) -> None:
-        """Load third-party plugins from the entry-point group (once)."""
+        """Load third-party plugins from the entry-point group (once), and the plugin files of
+        ``$LVBENCH_PLUGINS`` not loaded yet."""
+        load_plugin_files()
         if self._discovered and not force:
             return
         self._discovered = True
@@ -195,6 +205,50 @@ class Registry:
                     RuntimeWarning,
                     stacklevel=2,
                 )
+
+
+PLUGINS_ENV_VAR = "LVBENCH_PLUGINS"
+_plugin_files: dict[str, str] = {}  # real path -> module name, of the files this process imported
+_plugin_failures: dict[str, str] = {}  # real path -> the error its import raised
+
+
+def load_plugin_files(paths: Iterable[str] | None = None) -> list[str]:
+    """Import each plugin file (default: those in ``$LVBENCH_PLUGINS``) once per process, as a module of
+    its own (``lvbench_plugin_<stem>``) so that its estimators' code identity is the file's digest; returns
+    the module names. A missing file, one that is not ``.py`` or one that fails to import is named in an
+    ``LvbenchInputError``."""
+    if paths is None:
+        paths = [p for p in os.environ.get(PLUGINS_ENV_VAR, "").split(os.pathsep) if p.strip()]
+    names = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in _plugin_failures:  # imported once only: its error stands for every later lookup
+            raise LvbenchInputError(_plugin_failures[real])
+        if real in _plugin_files:
+            names.append(_plugin_files[real])
+            continue
+        if not os.path.isfile(real) or not real.endswith(".py"):
+            raise LvbenchInputError(
+                f"plugin file {path!r} {'is not a .py file' if os.path.isfile(real) else 'not found'}"
+            )
+        stem = os.path.splitext(os.path.basename(real))[0]
+        name = f"lvbench_plugin_{stem if stem.isidentifier() else 'file'}_{len(_plugin_files)}"
+        spec = importlib.util.spec_from_file_location(name, real)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        _plugin_files[real] = name
+        for registry in (ESTIMATORS, MODELS):
+            registry._loading = f"plugin file {os.path.basename(real)}"
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            _plugin_failures[real] = f"plugin file {path}: failed to import: {type(exc).__name__}: {exc}"
+            raise LvbenchInputError(_plugin_failures[real]) from exc
+        finally:
+            for registry in (ESTIMATORS, MODELS):
+                registry._loading = None
+        names.append(name)
+    return names
 
 
 def _check_declarations(entry: Entry) -> None:

@@ -17,7 +17,7 @@ except ModuleNotFoundError:  # Python 3.10
 from lvbench.core.errors import LvbenchInputError, UnknownNameError, did_you_mean
 from lvbench.core.options import check_constraints, check_keys, check_options, check_value
 from lvbench.core.protocol import PROPOSAL_NEEDS
-from lvbench.core.registry import Entry, get_estimator, get_model, trained_model_types
+from lvbench.core.registry import ESTIMATORS, Entry, get_estimator, get_model, trained_model_types
 from lvbench.data import BUNDLED_DATASETS, DATASETS
 from lvbench.estimators.gradient.fitted import RUNNER_OPTIONS
 
@@ -659,6 +659,13 @@ def _toml_value(text: str) -> Any:
         raise SpecError(f"--set value {text[:40]}...: nests too deeply (at most {MAX_DEPTH})") from None
 
 
+def _registered(name: str) -> Entry | None:
+    try:
+        return get_estimator(name)
+    except UnknownNameError:
+        return None
+
+
 def customize(
     raw: dict[str, Any],
     models: list[str] | None = None,
@@ -667,7 +674,8 @@ def customize(
     sets: list[str] | None = None,
 ) -> dict[str, Any]:
     """A raw spec narrowed and changed from the command line or Python: keep only the ``models`` and
-    ``estimators`` labels given (estimators covers [estimators.*], [gradients.*] and [training.*]), give every kept
+    ``estimators`` labels given (estimators covers [estimators.*], [gradients.*] and [training.*]; a
+    registered estimator with no table gets one, for every model, when ``k`` is given), give every kept
     table the sample budgets ``k``, and apply ``sets`` ("run.repeats=5", "estimators.iwae.proposal=prior")."""
     raw = copy.deepcopy(raw)
     for item in sets or []:
@@ -701,12 +709,27 @@ def customize(
                 del raw["training"][label]
     if estimators is not None:
         labels = {**tables["estimators"], **tables["gradients"], **tables["training"]}
+        added = {}
         for label in estimators:
-            if label not in labels:
-                hint = did_you_mean(label, labels)
-                raise SpecError(f"--estimators: the spec has no table {label!r}.{hint} It has {sorted(labels)}")
+            if label in labels:
+                continue
+            entry = _registered(label)
+            if entry is None:
+                hint = did_you_mean(label, labels) or did_you_mean(label, ESTIMATORS.list())
+                raise SpecError(
+                    f"--estimators: {label!r} is neither a table of the spec nor a registered estimator.{hint} "
+                    f"The spec has {sorted(labels)}; `lvbench list` shows the registered ones"
+                )
+            if k is None:
+                raise SpecError(
+                    f"--estimators: the spec has no table for the registered {entry.kind} estimator {label!r}; "
+                    "give --k (e.g. --k 100) to run it at those budgets"
+                )
+            added[label] = "estimators" if entry.kind == "likelihood" else "gradients"
         for section in ("estimators", "gradients", "training"):
             raw[section] = {e: v for e, v in raw.get(section, {}).items() if e in estimators}
+        for label, section in added.items():  # every model of the spec; k below
+            raw[section][label] = {}
     if k is not None:
         for section in ("estimators", "gradients", "training"):
             for table in raw.get(section, {}).values():

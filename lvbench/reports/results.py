@@ -21,7 +21,7 @@ __all__ = ["Results", "load_results", "with_missing"]
 class Results:
     """The current spec's results in an output folder, as DataFrames."""
 
-    out_dir: str
+    out_dir: str | None  # None: read from a temporary folder since removed (``lvbench.run`` without ``out``)
     rows: pd.DataFrame  # raw likelihood estimates: one row per (cell, repeat, point)
     gradient_rows: pd.DataFrame  # raw gradient-study rows: one per (cell, parameter group)
     summary: pd.DataFrame  # per likelihood cell
