@@ -109,7 +109,11 @@ def test_the_choice_depends_on_the_thread_count(fresh_cache):
     finally:
         torch.set_num_threads(before)
     keys = json.loads(fresh_cache.read_text())
-    assert len(keys) == 2 and {v["threads"] for v in keys.values()} == {1 if before > 1 else 2, before}
+    other = 1 if before > 1 else 2
+    assert len(keys) == 2 and {v["threads"] for v in keys.values()} == {other, before}
+    # a run records the kernels of its cells' thread count, not of the process's
+    assert kernels.kernel_report(other)["threads"] == other and torch.get_num_threads() == before
+    assert machine_info(other)["cpu_matmul"] == cpu_matmul_backend(other)
 
 
 def test_calibrating_leaves_the_random_state_and_grad_mode_as_they_were(fresh_cache):

@@ -149,9 +149,10 @@ def kernel(name: str) -> str:
     return kernel_choices()[name]
 
 
-def kernel_report() -> dict[str, Any]:
-    """The choices with where each came from and what was measured: for provenance."""
-    choices = kernel_choices()
+def kernel_report(threads: int | None = None) -> dict[str, Any]:
+    """The choices (for ``threads`` torch threads, default the current count) with where each came from
+    and what was measured: for provenance."""
+    choices = kernel_choices(threads)
     measured = _state["measured"]
     return {
         "choices": choices,

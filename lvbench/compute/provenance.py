@@ -38,8 +38,9 @@ def source_info() -> dict[str, Any]:
     return info
 
 
-def machine_info() -> dict[str, Any]:
-    """Where the numbers came from."""
+def machine_info(threads: int | None = None) -> dict[str, Any]:
+    """Where the numbers came from; the CPU kernels are those chosen for ``threads`` torch threads (the
+    cells' count; default the current one)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -54,8 +55,8 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "route": current_route(),
-        "cpu_matmul": cpu_matmul_backend(),
-        "cpu_kernels": kernel_report(),
+        "cpu_matmul": cpu_matmul_backend(threads),
+        "cpu_kernels": kernel_report(threads),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info

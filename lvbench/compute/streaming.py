@@ -30,10 +30,10 @@ __all__ = [
 ]
 
 #: Bytes of intermediate tensors one chunk may use on the CPU: small enough to stay cache-friendly
-#: (how it was chosen, and on what machine: the README's "Performance").
+#: (how it was chosen, and on what machine: docs/performance.md).
 CPU_MEMORY_BUDGET = 64 * 2**20
 #: Bytes of intermediates one vmap batch of gradient draws may use on the CPU: half the chunks' budget,
-#: since vmapped backward passes run on torch.mm and the loop's on oneDNN (README, "Performance").
+#: since vmapped backward passes run on torch.mm and the loop's on the calibrated kernels (docs/performance.md).
 CPU_DRAW_BUDGET = 32 * 2**20
 #: On CUDA a chunk may use 1/16 of the device's memory, at most this: large chunks amortize the fixed
 #: kernel-launch and Python cost of each chunk, which a 32 MiB chunk of a small model would not.

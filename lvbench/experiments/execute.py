@@ -90,7 +90,7 @@ def _run_locked(spec, out_dir, executor, workers, scheduler, devices, progress) 
         bar.close()
         results.close()
     record = {
-        "machine": machine_info(),
+        "machine": machine_info(spec.run.threads),
         "source": source_info(),
         "executor": executor,
         "workers": workers,
