@@ -270,7 +270,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for folder in (args.a, args.b):
         if not os.path.isdir(folder):
             raise LvbenchInputError(f"{folder} is not a folder")
-    result = compare(args.a, args.b, alpha=args.alpha, min_slowdown=args.min_slowdown)
+    result = compare(
+        args.a, args.b, alpha=args.alpha, min_slowdown=args.min_slowdown, gate_throughput=args.gate_throughput
+    )
     if result.empty:
         raise LvbenchInputError(f"{args.a} and {args.b} have no cells in common (matched by model, estimator, k, ...)")
     out = args.out or os.path.join(args.b, "comparison")
@@ -459,7 +461,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for comparison.{csv,md,html} (default: B/comparison)")
     p.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate (Holm) (default 0.05)")
     p.add_argument(
-        "--min-slowdown", type=float, default=0.1, help="a throughput drop must also exceed this fraction (0.1)"
+        "--gate-throughput",
+        action="store_true",
+        help="count a significant throughput drop as a regression (default: statistical quality only)",
+    )
+    p.add_argument(
+        "--min-slowdown",
+        type=float,
+        default=0.1,
+        help="with --gate-throughput, a throughput drop must also exceed this fraction (0.1)",
     )
     p.add_argument("--fail-on-regression", action="store_true", help="exit 1 if B regresses significantly")
     p.set_defaults(func=cmd_compare)

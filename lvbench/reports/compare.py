@@ -15,10 +15,13 @@ with a z-test from its bootstrap standard errors, only where both runs used the 
 Training studies are compared through each method's final held-out log p(x) per replicate (seeds are
 the sampling unit): a paired t-test where both folders trained from the same prepared model and data,
 else reported untested; a training cell is matched by study and replicate too, so one lost seed counts.
-All p-values are corrected together (Holm's step-down method, family-wise error), so that two runs of
-one spec that differ only in their seeds show no significant change. A *regression* is a significant
-change for the worse: larger |bias|, std or RMSE, lower SNR or held-out log p(x), or lower throughput by more than
-``min_slowdown`` (timings also drift between runs for reasons no within-run error bar sees).
+The quality p-values are corrected together (Holm's step-down method, family-wise error), the
+timings' apart, so that two runs of one spec that differ only in their seeds show no significant
+change. A *regression* is a significant change for the worse: larger |bias|, std or RMSE, lower SNR or
+held-out log p(x), and, only where asked (``gate_throughput``, ``--gate-throughput``), lower throughput
+by more than ``min_slowdown`` (timings drift between runs on a shared machine for reasons no within-run
+error bar sees). Each row carries B/A's ratio and asv compare's mark: "+" significantly worse, "-"
+significantly better.
 """
 
 from __future__ import annotations
@@ -102,15 +105,23 @@ def _row(kind, key, keys, metric, va, vb, p, test) -> dict:
         "a": va,
         "b": vb,
         "change": vb - va,
+        "ratio": vb / va if va else math.nan,
         "relative_change": (vb - va) / abs(va) if va else math.nan,
         "test": test,
         "p": p,
     }
 
 
-def compare(a_dir: str, b_dir: str, alpha: float = 0.05, min_slowdown: float = 0.1) -> pd.DataFrame:
+def compare(
+    a_dir: str, b_dir: str, alpha: float = 0.05, min_slowdown: float = 0.1, gate_throughput: bool = False
+) -> pd.DataFrame:
     """One row per (matched cell, metric): values in A and B (means over points or repeats), change,
-    the test used, Holm-adjusted p, whether it is significant and whether it is a regression."""
+    ratio B/A, the test used, Holm-adjusted p, whether it is significant, its mark ("+" significantly
+    worse, "-" significantly better, as in asv compare) and whether it is a regression. Statistical
+    quality is gated; throughput only with ``gate_throughput`` (timings of two runs on a shared machine
+    differ for reasons no within-run error bar sees), then as a significant drop of more than
+    ``min_slowdown``. The two families are Holm-corrected apart, so reporting timings never dilutes the
+    quality tests."""
     a, b = load_results(a_dir), load_results(b_dir)
     same_model = _same_models(a, b)
     types_a, types_b = _model_types(a), _model_types(b)
@@ -145,11 +156,17 @@ def compare(a_dir: str, b_dir: str, alpha: float = 0.05, min_slowdown: float = 0
     out += _training_tests(a.training, b.training, same_model)
     result = pd.DataFrame(out)
     if not result.empty:
-        result["p_adjusted"] = holm(result["p"].to_numpy())
+        timing = result["metric"] == "samples_per_second"
+        result["p_adjusted"] = math.nan
+        for family in (timing, ~timing):
+            if family.any():
+                result.loc[family, "p_adjusted"] = holm(result.loc[family, "p"].to_numpy())
         result["significant"] = result["p_adjusted"] < alpha
         worse = np.sign(result["change"]) == result["metric"].map(WORSE)
-        big_enough = (result["metric"] != "samples_per_second") | (-result["relative_change"] > min_slowdown)
-        result["regression"] = result["significant"] & worse & big_enough
+        result["mark"] = np.where(result["significant"], np.where(worse, "+", "-"), "")
+        big_enough = ~timing | (-result["relative_change"] > min_slowdown)
+        gated = ~timing | gate_throughput
+        result["regression"] = result["significant"] & worse & big_enough & gated
     coverage = _coverage(a.statuses, b.statuses, types_a, types_b)
     violated = declared_violations(b.summary, b.rows)
     if not violated.empty:  # B's numbers contradict what its estimators declare: a regression in itself
@@ -293,7 +310,13 @@ def write_comparison(result: pd.DataFrame, out_dir: str, a_dir: str, b_dir: str)
         f"{significant} significant after Holm's correction (family-wise 5%), {uncovered} cells without a "
         f"comparable partner or result, {regressions} regressions."
     )
-    table = shown.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
+    first = [c for c in ("regression", "significant", "mark", "kind", "metric", "a", "b", "ratio") if c in shown]
+    shown = shown[first + [c for c in shown.columns if c not in first]]
+    table = shown.map(
+        lambda v: (
+            "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}" if isinstance(v, float) else v
+        )
+    )
     md = markdown_frame(table).to_markdown(index=False)
     atomic_write_text(paths["md"], f"# lvbench comparison\n\n{markdown(head)}\n\n{md}\n")
     atomic_write_text(
