@@ -30,15 +30,16 @@ def run(
     executor: str = "local",
     workers: int = 1,
     devices: Iterable[str] | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     report: bool = False,
 ) -> Results:
     """Run a spec (a TOML path, a dict as read from TOML, a ``Spec``, or None for the default suite) into
     ``out``, resuming what is already there, and return its results. Without ``out`` the run works in a
     temporary folder that is removed once its results are read (``results.out_dir`` is then None): nothing
     is left behind, and nothing resumes. ``models``, ``estimators``, ``k`` and ``set`` narrow and change
-    the spec as the command line's flags do; ``report=True`` also writes the HTML/Markdown report into
-    ``out`` (so it needs one)."""
+    the spec as the command line's flags do; ``progress``: True for progress bars, "lines" for plain
+    timestamped lines on stderr (a notebook's log), False for none; ``report=True`` also writes the
+    HTML/Markdown report into ``out`` (so it needs one)."""
     from lvbench.core.errors import LvbenchInputError
     from lvbench.experiments import run_experiment
     from lvbench.experiments.spec import resolve_spec

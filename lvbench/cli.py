@@ -206,7 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         devices=devices,
-        progress=not args.quiet and sys.stderr.isatty(),  # no carriage-return spam in logs
+        progress=False if args.quiet else (True if sys.stderr.isatty() else "lines"),  # bars in a terminal only
     )
     print(
         f"cells: {counts['done']} done, {counts['resumed']} already done (resumed), "

@@ -5,6 +5,7 @@ every user error on the command line is one line with exit status 2."""
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -391,7 +392,11 @@ def run_cli(*args, cwd=None):
 
 def assert_one_line_error(result, pattern):
     assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("lvbench: warning")]
+    lines = [  # warnings and the progress lines of a run without a terminal aside: the error is one line
+        line
+        for line in result.stderr.strip().splitlines()
+        if not line.startswith("lvbench: warning") and not re.match(r"\[\s*\d+m\d\ds\] ", line)
+    ]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert pattern in lines[0], lines[0]
 

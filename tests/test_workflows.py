@@ -2,6 +2,9 @@
 listing what is registered, and exports of the summaries."""
 
 import json
+import re
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -95,8 +98,9 @@ def test_list_shows_options_defaults_allowed_values_and_docs(capsys):
     iwae = next(d for d in listed if d["name"] == "iwae")
     assert {"name": "proposal", "default": "encoder", "allowed": ["encoder", "posterior", "prior"]} in iwae["options"]
     assert main(["list", "gradient"]) == 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0].startswith("name ") and all(not line.startswith(" ") for line in table)  # left-aligned
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].startswith("Gradient estimators") and all(line.startswith("  ") for line in listing[1:])
+    assert any(line.startswith("  dreg ") for line in listing)  # a name, then what it needs and is
     assert main(["list", "iwea"]) == 2
     assert "Did you mean 'iwae'" in capsys.readouterr().err
 
@@ -223,3 +227,24 @@ def test_compare_gates_throughput_only_when_asked_and_marks_changes_as_asv_does(
     assert "—" in text and "nan" not in text.lower()
     header = next(line for line in text.splitlines() if line.startswith("| regression"))
     assert [c.strip() for c in header.split("|")[1:5]] == ["regression", "significant", "mark", "kind"]
+
+
+def test_without_a_terminal_a_run_logs_plain_progress_lines_with_elapsed_time(tmp_path):
+    """stderr is a pipe here, as under CI, nohup or a notebook: no progress bars, but a line per model
+    prepared and for the first and last cells, each stamped with the elapsed time; --quiet silences them."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        '[run]\nrepeats = 2\npoints = 2\n[models.lg]\ntype = "linear_gaussian"\ndata_dim = 3\nlatent_dim = 1\n'
+        "encoder_fit = { steps = 5 }\n[estimators.iwae]\nk = [2, 4, 8]\n"
+    )
+    base = [sys.executable, "-m", "lvbench", "run", str(spec), "--no-report"]
+    logged = subprocess.run([*base, "--out", str(tmp_path / "a")], capture_output=True, text=True)
+    assert logged.returncode == 0, logged.stderr
+    lines = logged.stderr.strip().splitlines()
+    assert lines and all(re.match(r"\[\s*\d+m\d\ds\] ", line) for line in lines), lines
+    text = logged.stderr
+    assert "3 cells: 0 already done, 0 skipped" in text and "model 'lg' (linear_gaussian) ready in" in text
+    assert "cells 1/3 (1 done, 0 failed)" in text and "cells 3/3 (3 done, 0 failed)" in text
+    assert "\r" not in text  # no carriage-return bars
+    quiet = subprocess.run([*base, "--out", str(tmp_path / "b"), "--quiet"], capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == ""

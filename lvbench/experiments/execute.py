@@ -5,7 +5,9 @@ Ctrl-C stops the run with every finished cell kept.
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 import time
 from collections.abc import Iterable
 
@@ -33,12 +35,16 @@ def run_experiment(
     workers: int = 1,
     scheduler: str | None = None,
     devices: Iterable[str] | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
 ) -> dict[str, int]:
     """Plan the grid, prepare the models, run every cell not already done, and record the results.
+    ``progress``: True for progress bars (a terminal), "lines" for plain timestamped lines on stderr (a
+    log: CI, nohup, a notebook), False for nothing.
 
     Holds the folder's lock throughout: a second run into the same folder stops at once.
     """
+    if progress not in (True, False, "lines"):
+        raise LvbenchInputError(f"progress must be True, False or 'lines', got {progress!r}")
     if executor not in EXECUTORS:
         raise LvbenchInputError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     if workers < 1:
@@ -48,24 +54,58 @@ def run_experiment(
         return _run_locked(spec, out_dir, executor, workers, scheduler, devices, progress)
 
 
+class LogLines:
+    """Progress as plain lines with the elapsed time, for output that is not a terminal: one per model
+    prepared, and one per cell finished at most every ``every`` seconds (and for the first and last)."""
+
+    def __init__(self, started: float, every: float = 15.0, stream=None):
+        self.started, self.every, self.last = started, every, -math.inf
+        self.stream = stream
+
+    def __call__(self, text: str) -> None:
+        elapsed = int(time.time() - self.started)
+        print(f"[{elapsed // 60:3d}m{elapsed % 60:02d}s] {text}", file=self.stream or sys.stderr, flush=True)
+
+    def cell(self, finished: int, total: int, counts: dict[str, int], cell: Cell, status: str) -> None:
+        now = time.time()
+        if finished in (1, total) or now - self.last >= self.every:
+            self.last = now
+            self(
+                f"cells {finished}/{total} ({counts['done']} done, {counts['failed']} failed); "
+                f"last: {cell.describe()} ({status})"
+            )
+
+
 def _run_locked(spec, out_dir, executor, workers, scheduler, devices, progress) -> dict[str, int]:
     started = time.time()
+    lines = LogLines(started) if progress == "lines" else None
+    bars = progress is True
     plan = plan_run(spec, out_dir, tuple(devices) if devices else None)
     write_manifest(out_dir, spec, plan)
     store = ResultStore(out_dir)
     for cell, reason in plan.skipped:
         store.write(cell, "skipped", reason=reason)
+    if lines:
+        lines(
+            f"{len(plan.cells)} cells: {len(plan.done)} already done, {len(plan.skipped)} skipped as "
+            f"incompatible; preparing {len(spec.models)} model(s)"
+        )
     with torch_threads(spec.run.threads):  # preparation too: its bits depend on the thread count
-        for ms in tqdm(spec.models, desc="prepare models", disable=not progress, leave=False):
-            key = prepare_model(ms, spec.run, out_dir, progress=progress)
+        for ms in tqdm(spec.models, desc="prepare models", disable=not bars, leave=False):
+            before = time.time()
+            key = prepare_model(ms, spec.run, out_dir, progress=bars)
             if key != plan.model_keys[ms.label]:  # a data or checkpoint file changed under the run
                 raise LvbenchInputError(f"the inputs of model {ms.label!r} changed while the run started; rerun")
+            if lines:
+                lines(f"model {ms.label!r} ({ms.type}) ready in {time.time() - before:.1f} s")
     # again, now that every model file exists with its digest: a cell is done only for the very file it
     # was computed from, so a rebuilt or changed model recomputes exactly the cells made from it
     plan = plan_run(spec, out_dir, tuple(devices) if devices else None)
     write_manifest(out_dir, spec, plan)
     todo = plan.todo
-    bar = tqdm(total=sum(progress_units(c) for c in todo), desc="cells", unit="step", disable=not progress)
+    bar = tqdm(total=sum(progress_units(c) for c in todo), desc="cells", unit="step", disable=not bars)
+    if lines:
+        lines(f"running {len(todo)} cells ({executor} executor, {workers} worker(s))")
     ticked: dict[str, int] = {}
 
     def tick(cell: Cell, n: int) -> None:  # progress within a cell: the bar moves per repeat
@@ -84,6 +124,8 @@ def _run_locked(spec, out_dir, executor, workers, scheduler, devices, progress) 
             if cell.kind == "training" and result["status"] == "done":
                 remove_training_state(out_dir, cell.id)  # its curve is stored: the resume point is spent
             counts[result["status"]] += 1
+            if lines:
+                lines.cell(counts["done"] + counts["failed"], len(todo), counts, cell, result["status"])
             bar.update(progress_units(cell) - ticked.pop(cell.id, 0))
             bar.set_postfix_str(f"finished: {cell.describe()} ({result['status']})"[:70])
     finally:

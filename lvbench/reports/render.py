@@ -257,7 +257,8 @@ def _where(run: dict) -> str:
         f"torch {machine.get('torch', '?')} (CPU matmuls: {machine.get('cpu_matmul', '?')}) with "
         f"{run.get('threads_per_cell', '?')} thread(s) per cell, CUDA device: "
         f"{machine.get('cuda') or 'none'}; executor {run.get('executor', '?')}, {run.get('seconds', math.nan):.0f} s "
-        f"for the last invocation; lvbench {source.get('lvbench', '?')} at commit {source.get('commit') or '?'}."
+        "for the last invocation's planning, models and cells (the report not included); "
+        f"lvbench {source.get('lvbench', '?')} at commit {source.get('commit') or '?'}."
     )
 
 
