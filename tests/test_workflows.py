@@ -116,6 +116,8 @@ def test_summaries_are_exported_as_csv_json_and_booktabs_latex(tmp_path):
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "bias\\_se" in tex
     assert (folder / "gradient_summary.tex").exists() and (folder / "gradient_summary.json").exists()
     assert results.counts["failed"] == 0
+    paper = (folder / "paper" / "lg.tex").read_text()  # the paper's table: estimators x k, bias ± SE
+    assert "\\begin{tabular}" in paper and paper.count("\\mathbf{") == summary["k"].nunique()
 
 
 COMPARED = {

@@ -28,6 +28,7 @@ from lvbench.experiments.store import ResultStore, atomic_write_text
 from lvbench.reports.escape import markdown, markdown_frame
 from lvbench.reports.figures import gradient_figures, khat_figure, likelihood_figures, training_figures
 from lvbench.reports.findings import gradient_findings, likelihood_findings, violation_findings
+from lvbench.reports.latex import write_paper_tables
 from lvbench.reports.results import with_missing
 from lvbench.reports.tables import bdmc_table, gaps_table, gradient_summary, likelihood_summary
 from lvbench.reports.training import budget_table, comparisons, curve_bands, training_findings
@@ -223,6 +224,7 @@ def write_report(out_dir: str) -> dict[str, str]:
     for name, table, columns in exported:
         if not table.empty:
             paths.update(export_table(table, os.path.join(folder, name), columns))
+    paths.update(write_paper_tables(lik, folder))
     run = {}
     if os.path.isfile(os.path.join(out_dir, "run.json")):
         with open(os.path.join(out_dir, "run.json")) as fh:
