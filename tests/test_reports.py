@@ -185,3 +185,25 @@ def test_html_table_cells_are_formatted_once(report):
     numbers = [c for c in cells if re.fullmatch(r"-?[0-9.]+(e[-+][0-9]+)?", c)]
     assert all(len(re.sub(r"[^0-9]", "", n.split("e")[0]).lstrip("0")) <= 4 for n in numbers)
     assert "position: sticky" in html and "overflow: auto" in html and "text-align: left" in html
+
+
+def test_figures_are_palette_pngs_that_keep_their_line_colours(tmp_path):
+    """Figures are quantized to a 256-colour palette (a quarter of the bytes of true colour), and the
+    colours that carry meaning, the estimators' lines, survive within a few levels per channel."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from lvbench.reports.figures import _write
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    colours = {"tab:blue": (31, 119, 180), "tab:orange": (255, 127, 14)}
+    for i, name in enumerate(colours):
+        ax.fill_between([0, 1], [i, i + 0.5], [i + 0.3, i + 0.8], color=name, alpha=0.2)
+        ax.plot([0, 1], [i, i + 0.5], color=name, linewidth=4)
+    _write(fig, str(tmp_path / "f.png"))
+    with Image.open(tmp_path / "f.png") as image:
+        assert image.mode == "P"
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
+    for rgb in colours.values():
+        assert np.abs(pixels - np.array(rgb)).max(axis=1).min() <= 4, rgb

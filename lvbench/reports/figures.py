@@ -7,11 +7,13 @@ Every function returns {title: (png path, caption)}; captions say what is plotte
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 
 import matplotlib
 import matplotlib.ticker
+from PIL import Image
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -66,12 +68,20 @@ def _plain_ticks(fig) -> None:
 
 
 def _write(fig, path: str) -> None:
-    """Save a PNG atomically (a full disk leaves no cut figure) and close the figure."""
+    """Save a PNG atomically (a full disk leaves no cut figure) and close the figure. The PNG is
+    quantized to a 256-colour palette (a plot has few colours; the report embeds every figure, and
+    true-colour PNGs made 91% of a 2 MB page): about a quarter of the bytes, no visible change."""
     _plain_ticks(fig)
+    buffer = io.BytesIO()
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+
+    atomic_write(path, lambda tmp: palette.save(tmp, format="PNG", optimize=True))
 
 
 def _plain_text(draw):
