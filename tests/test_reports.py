@@ -207,3 +207,22 @@ def test_figures_are_palette_pngs_that_keep_their_line_colours(tmp_path):
         pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
     for rgb in colours.values():
         assert np.abs(pixels - np.array(rgb)).max(axis=1).min() <= 4, rgb
+
+
+def test_symlog_bias_ticks_never_crowd_each_other_around_zero():
+    """A symlog axis packs ±linthresh and the first decades into a few pixels around zero, where the
+    bias figure's labels overprinted; the kept ticks are 16 px apart at least, zero among them."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from lvbench.reports.figures import _spaced_symlog_ticks
+
+    fig, ax = plt.subplots(figsize=(3, 2.5))
+    ax.plot([10, 100], [-1.5, 0.12])
+    ax.set_yscale("symlog", linthresh=1e-3)
+    _spaced_symlog_ticks(ax)
+    ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    pixels = np.sort(ax.transData.transform([(10, t) for t in ticks])[:, 1])
+    plt.close(fig)
+    assert 0.0 in ticks and len(ticks) >= 3
+    assert np.diff(pixels).min() >= 16

@@ -67,6 +67,30 @@ def _plain_ticks(fig) -> None:
                 axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
+def _spaced_symlog_ticks(ax, min_gap_px: float = 16.0) -> None:
+    """Ticks of a symlog y-axis at 0 and at powers of ten, kept only where they are at least
+    ``min_gap_px`` from their neighbours (greedily outward from zero): around zero a symlog axis packs
+    ±linthresh and the first decades into a few pixels, where their labels overprinted each other."""
+    low, high = ax.get_ylim()
+    decades = [10.0**j for j in range(-12, 13)]
+    candidates = [v for d in decades for v in (d, -d) if low <= v <= high and d >= ax.yaxis.get_transform().linthresh]
+    if low <= 0 <= high:
+        candidates.append(0.0)
+    if not candidates:
+        return
+    to_px = ax.transData.transform
+    kept: list[float] = []
+    for sign in (1, -1):  # outward from zero (or from the smallest magnitude) on each side
+        side = sorted((v for v in candidates if (v > 0 if sign > 0 else v < 0)), key=abs)
+        last = 0.0 if 0.0 in candidates else None
+        for v in side:
+            if last is None or abs(to_px((0, v))[1] - to_px((0, last))[1]) >= min_gap_px:
+                kept.append(v)
+                last = v
+    kept += [0.0] if 0.0 in candidates else []
+    ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(sorted(kept)))
+
+
 def _write(fig, path: str) -> None:
     """Save a PNG atomically (a full disk leaves no cut figure) and close the figure. The PNG is
     quantized to a 256-colour palette (a plot has few colours; the report embeds every figure, and
@@ -129,6 +153,7 @@ def likelihood_figures(summary: pd.DataFrame, folder: str) -> Figures:
                 scale = np.nanmin(np.abs(data.loc[data["model"] == model, "bias_se"]).replace(0, np.nan))
                 ax.set_yscale("symlog", linthresh=float(scale) if np.isfinite(scale) and scale > 0 else 1e-3)
                 ax.axhline(0.0, color="black", lw=0.8)
+                _spaced_symlog_ticks(ax)
             ax.grid(True, which="major", alpha=0.3)
         return _save(fig, os.path.join(folder, path), handles)
 
