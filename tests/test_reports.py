@@ -226,3 +226,15 @@ def test_symlog_bias_ticks_never_crowd_each_other_around_zero():
     plt.close(fig)
     assert 0.0 in ticks and len(ticks) >= 3
     assert np.diff(pixels).min() >= 16
+
+
+def test_an_estimator_keeps_its_colour_across_figures_and_runs_and_none_share_one_in_a_family():
+    from lvbench.core.registry import ESTIMATORS
+    from lvbench.reports.figures import GRADIENT_SLOTS, LIKELIHOOD_SLOTS, _styles, style_of
+
+    assert _styles(["iwae", "elbo"])["iwae"] == _styles(["ais (k = chains)", "iwae · cuda", "mine"])["iwae · cuda"]
+    assert style_of("ais (k = chains)") == style_of("ais") and style_of("mine") == style_of("mine")
+    for family, kind in ((LIKELIHOOD_SLOTS, "likelihood"), (GRADIENT_SLOTS, "gradient")):
+        colours = [style_of(name)[0] for name in family]
+        assert len(set(colours)) == len(colours), family  # one hue per estimator within a family
+        assert set(ESTIMATORS.list(kind)) <= set(family)  # a new built-in needs its slot

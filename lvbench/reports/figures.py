@@ -10,6 +10,7 @@ import functools
 import io
 import math
 import os
+import zlib
 
 import matplotlib
 import matplotlib.ticker
@@ -32,10 +33,33 @@ def _legend_name(estimator: str, estimator_name: str) -> str:
     return f"{estimator} (k = chains)" if estimator_name == "ais" else estimator
 
 
+#: One colour and marker per estimator, the same in every figure, report and run: the built-in labels
+#: by fixed slots (likelihood estimators and gradient estimators each their own, since they never share
+#: a panel; training curves use the gradient estimators' slots), any other label (a plugin's, a custom
+#: table's) by a stable hash of its name.
+LIKELIHOOD_SLOTS = ("iwae", "elbo", "importance", "naive_mc", "ais", "renyi", "cubo", "sumo", "jvi")
+GRADIENT_SLOTS = (
+    "reparam", "stl", "dreg", "iwae_reparam", "score_function", "score_function_loo", "nvil", "vimco",
+    "gumbel_softmax", "enumeration", "arm", "disarm", "disarm_iwae", "rebar", "relax", "straight_through",
+    "straight_through_gumbel",
+)  # fmt: skip
+COLOURS = tuple(sns.color_palette("tab10", 10)) + tuple(sns.color_palette("Dark2", 8))
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+
+
+def style_of(label: str) -> tuple[tuple[float, float, float], str]:
+    """(colour, marker) of an estimator label ("ais (k = chains) · cuda" counts as "ais")."""
+    name = label.split(" (")[0].split(" · ")[0]
+    for slots in (LIKELIHOOD_SLOTS, GRADIENT_SLOTS):
+        if name in slots:
+            i = slots.index(name)
+            return COLOURS[i], MARKERS[i % len(MARKERS)]
+    h = zlib.crc32(name.encode())
+    return COLOURS[h % len(COLOURS)], MARKERS[(h // len(COLOURS)) % len(MARKERS)]
+
+
 def _styles(names: list[str]) -> dict[str, tuple]:
-    palette = sns.color_palette("tab10" if len(names) <= 10 else "husl", len(names))
-    markers = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
-    return {n: (palette[i], markers[i % len(markers)]) for i, n in enumerate(sorted(names))}
+    return {n: style_of(n) for n in names}
 
 
 def _grid(n_panels: int, ncols: int = 3, width: float = 4.2, height: float = 3.3):
