@@ -147,7 +147,21 @@ def _probe(html_path, tmp_path):
         "<script>window.addEventListener('load', () => { const imgs = Array.from(document.images);"
         "document.title = 'PROBE' + JSON.stringify({scroll: document.documentElement.scrollWidth,"
         "client: document.documentElement.clientWidth, images: imgs.length,"
-        "broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length}); });</script>"
+        "broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length, ...sorting()}); });"
+        # the inline table script: click a numeric column's header, then filter the rows by a word
+        "function sorting() { const filters = document.querySelectorAll('input.filter').length;"
+        "for (const table of document.querySelectorAll('div.table-box table')) {"
+        "const body = table.tBodies[0]; if (!body || body.rows.length < 3) continue;"
+        "const col = Array.from(body.rows[0].cells).findIndex(c => c.classList.contains('num'));"
+        "if (col < 0) continue; table.querySelectorAll('thead th')[col].click();"
+        "const v = Array.from(body.rows).map(r => parseFloat(r.cells[col].textContent.replace(/\u2212/g, '-')))"
+        ".filter(x => !isNaN(x)); const sorted = v.every((x, i) => i === 0 || v[i - 1] <= x);"
+        "const input = table.parentNode.previousElementSibling; const word = body.rows[0].cells[0].textContent;"
+        "input.value = word; input.dispatchEvent(new Event('input'));"
+        "const shown = Array.from(body.rows).filter(r => r.style.display !== 'none');"
+        "return {filters, sorted, sortedValues: v.length, filtered: shown.every(r => r.textContent.includes(word)),"
+        "shownRows: shown.length, rows: body.rows.length, toc: document.querySelectorAll('nav.toc a').length}; }"
+        "return {filters, sorted: null}; }</script>"
     )
     probe = tmp_path / "probe.html"
     probe.write_text(html_path.read_text().replace("</body>", script + "</body>"))
@@ -176,6 +190,9 @@ def test_html_fits_a_1280_px_laptop_and_every_figure_loads(report, tmp_path):
     state = _probe(report / "report" / "report.html", tmp_path)
     assert state["scroll"] <= state["client"], state  # no horizontal scroll: wide tables scroll in their box
     assert state["images"] >= 5 and state["broken"] == 0, state
+    # the inline script ran: a contents list, a filter box per table, a column sorted by one click
+    assert state["toc"] >= 5 and state["filters"] >= 3 and state["sorted"] and state["sortedValues"] >= 3, state
+    assert state["filtered"] and 1 <= state["shownRows"] <= state["rows"], state
 
 
 def test_html_table_cells_are_formatted_once(report):

@@ -454,6 +454,7 @@ def _html(where: str, findings: list[str], sections: list[Section]) -> str:
     env.filters["bold"] = lambda text: jinja2.utils.markupsafe.Markup(
         re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", str(jinja2.utils.markupsafe.escape(text)))
     )
+    env.filters["slug"] = lambda text: re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "section"
     template = env.from_string(resources.files("lvbench.reports").joinpath("templates/report.html.j2").read_text())
     for section in sections:
         for fig in section.figures:
