@@ -194,3 +194,28 @@ def test_chunk_budget_is_cache_sized_on_cpu_and_a_sixteenth_of_a_gpu_capped_at_2
     assert streaming.chunk_size_for(model, x, 10**6) == 64 * 2**20 // 62_400
     assert streaming.chunk_size_for(model, x, 10**6, budget_bytes=1) == 1
     assert streaming.chunk_size_for(model, x, 5) == 5
+
+
+def test_every_likelihood_estimate_carries_its_counted_cost_in_model_evaluations(tmp_path):
+    """The cost of an estimate in (z, x) pairs whose log p(x, z) was computed, counted, not assumed:
+    IWAE-k costs k per point, naive Monte Carlo k, an AIS chain at least its steps (one per HMC
+    transition, its leapfrog steps more), SUMO at least k and varying with its random truncation."""
+    import lvbench
+
+    spec = {
+        "run": {"seed": 0, "repeats": 6, "points": 3},
+        "models": {"lg": {"type": "linear_gaussian", "data_dim": 3, "latent_dim": 2, "encoder_fit": {"steps": 10}}},
+        "estimators": {
+            "iwae": {"k": [7]},
+            "naive_mc": {"k": [7]},
+            "ais": {"k": [2], "steps": 5},
+            "sumo": {"k": [4]},
+        },
+    }
+    results = lvbench.run(spec)
+    cost = results.summary.set_index("estimator")["evaluations_per_estimate"]
+    assert cost["iwae"] == 7 and cost["naive_mc"] == 7
+    assert cost["ais"] >= 2 * 5 * 5  # chains x transitions x leapfrog steps (5 by default), each a gradient
+    assert cost["sumo"] >= 4
+    per_repeat = results.rows[results.rows["estimator"] == "sumo"].groupby("repeat")["evaluations"].first()
+    assert (per_repeat >= 4).all()

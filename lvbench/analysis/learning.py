@@ -81,13 +81,33 @@ def gradient_step(
 
 class EvaluationCounter:
     """Counts model evaluations while ``active``: each (z, x) pair whose log p(x, z) the model computes
-    (through ``log_joint``, or ``relaxed_likelihood`` for a relaxed latent)."""
+    (through ``log_joint``, the closures of ``conditioned_log_joint``, counted once even where they call
+    ``log_joint`` themselves, or ``relaxed_likelihood`` for a relaxed latent). A pair evaluated with its
+    gradient (an HMC step) counts once."""
 
     def __init__(self, model: torch.nn.Module):
         self.model, self.count, self.active = model, 0, False
 
     def __enter__(self) -> EvaluationCounter:
         log_joint = self.model.log_joint
+        conditioned = getattr(self.model, "conditioned_log_joint", None)
+        if conditioned is not None:
+
+            def counted_conditioned(x: torch.Tensor):
+                inner = conditioned(x)
+
+                def run(z: torch.Tensor) -> torch.Tensor:
+                    active, self.active = self.active, False  # the inner closure's log_joint: not twice
+                    try:
+                        out = inner(z)
+                    finally:
+                        self.active = active
+                    self.count += out.numel() if self.active else 0
+                    return out
+
+                return run
+
+            self.model.conditioned_log_joint = counted_conditioned
 
         def counted_log_joint(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
             out = log_joint(x, z)
@@ -106,7 +126,7 @@ class EvaluationCounter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for name in ("log_joint", "relaxed_likelihood"):
+        for name in ("log_joint", "conditioned_log_joint", "relaxed_likelihood"):
             self.model.__dict__.pop(name, None)
 
     @contextmanager

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from lvbench.analysis.gradient_analysis import analyze_gradients, draw_gradients
+from lvbench.analysis.learning import EvaluationCounter
 from lvbench.analysis.metrics import effective_sample_size, pareto_khat
 from lvbench.compute.matmul import cpu_matmul_backend
 from lvbench.compute.measure import PeakMemory, sync
@@ -70,13 +71,15 @@ def _likelihood_cell(cell: Cell, prepared, device: torch.device, tick: Callable[
     model, x = prepared.model, prepared.x
     opts = cell.options
     entry(model, x, num_samples=min(cell.k, 16), **opts)  # warm-up
-    estimates, seconds, generator_states = [], [], set()
+    estimates, seconds, evaluations, generator_states = [], [], [], set()
     for _ in range(cell.repeats):
-        sync(device)
-        start = time.perf_counter()
-        est = entry(model, x, num_samples=cell.k, **opts)
-        sync(device)
-        seconds.append(time.perf_counter() - start)
+        with EvaluationCounter(model) as counter, counter.counting():  # the cost, counted: (z, x) pairs
+            sync(device)
+            start = time.perf_counter()
+            est = entry(model, x, num_samples=cell.k, **opts)
+            sync(device)
+            seconds.append(time.perf_counter() - start)
+        evaluations.append(counter.count / x.shape[0])
         _check_estimate(est, x.shape[0])
         # a copy: an estimator may hand back the same buffer every call (a view would see only the last)
         estimates.append(est.detach().to("cpu", torch.float64).numpy().copy())
@@ -102,6 +105,9 @@ def _likelihood_cell(cell: Cell, prepared, device: torch.device, tick: Callable[
             "reference_se": np.tile(prepared.reference_se.numpy(), r),
             "reference_name": prepared.reference_name,
             "seconds": np.repeat(seconds, n),
+            # model evaluations per point of this repeat's estimate: the cost that makes budgets comparable
+            # (an AIS chain costs its steps, SUMO about k + 5)
+            "evaluations": np.repeat(evaluations, n),
             "peak_memory_mb": peak,
             "khat": np.tile(khat, r),
             "ess": np.tile(ess, r),

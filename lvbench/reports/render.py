@@ -38,7 +38,10 @@ __all__ = ["export_table", "with_missing", "write_report"]
 MISSING = "—"
 
 #: Columns of the exported likelihood summary's LaTeX table.
-LIKELIHOOD_COLUMNS = ["model", "estimator", "k", "device", "bias", "bias_se", "std", "rmse", "seconds_per_estimate"]
+LIKELIHOOD_COLUMNS = [
+    "model", "estimator", "k", "device", "bias", "bias_se", "std", "rmse", "seconds_per_estimate",
+    "evaluations_per_estimate",
+]  # fmt: skip
 GRADIENT_COLUMNS = ["model", "estimator", "objective", "k", "group", "snr_norm", "trace_variance", "bias_norm"]
 TRAINING_COLUMNS = ["study", "estimator", "objective", "k", "steps", "final", "final_se", "at_equal_seconds"]
 TRAINING_BUDGETS = {
@@ -88,6 +91,7 @@ LIK_ESTIMATES = {
 LIK_COST = {
     **KEYS,
     "seconds_per_estimate": "seconds per estimate (s)",
+    "evaluations_per_estimate": "model evaluations per estimate (counted)",
     "estimates_per_second": "estimates per second (1/s)",
     "samples_per_second": "samples per second (1/s)",
     "peak_memory_mb": "peak memory (MB)",

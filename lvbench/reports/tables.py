@@ -16,7 +16,8 @@ CELL_KEYS = ["model", "estimator", "estimator_name", "k", "device", "dtype"]
 
 def likelihood_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Bias against the reference (with its standard error and 95% interval), variance, std, RMSE,
-    estimates and samples per second, peak memory, and k-hat bands, per cell."""
+    estimates and samples per second, model evaluations per estimate, peak memory, and k-hat bands, per
+    cell."""
     if rows.empty:
         return pd.DataFrame()
     out = []
@@ -42,6 +43,10 @@ def likelihood_summary(rows: pd.DataFrame) -> pd.DataFrame:
                 "seconds_per_estimate_batch": seconds,
                 "estimates_per_second": n / seconds,
                 "samples_per_second": n * k / seconds,
+                # counted model evaluations per point and estimate (NaN for results from before counting)
+                "evaluations_per_estimate": (
+                    float(cell.groupby("repeat")["evaluations"].first().mean()) if "evaluations" in cell else math.nan
+                ),
                 "peak_memory_mb": float(cell["peak_memory_mb"].iloc[0]),
                 "khat_median": float(np.nanmedian(khat)) if has_khat else math.nan,
                 "khat_good": int(bands.get("good", 0)) if has_khat else pd.NA,
