@@ -54,15 +54,22 @@ def test_likelihood_findings_name_the_winner_and_the_ties_of_a_hand_made_table()
             lik_row("m", "b", 100, rmse=0.20, mse_se=1e-5, seconds=0.1),
         ]
     )
+    # counted costs: a and c cost k evaluations, b ten times k (say, an AIS chain of 10 steps)
+    table["evaluations_per_estimate"] = table["k"] * table["estimator"].map({"a": 1, "b": 10, "c": 1})
     text = likelihood_findings(table)
-    assert text[0] == (
-        "**m**, lowest RMSE at each k — k = 10: a, RMSE 0.1 nats (not significantly different: c); "
-        "k = 100: a, RMSE 0.05 nats."
-    )
     # MSE × seconds per estimate (batch seconds / 10 points): b at k = 10 is 0.09 × 0.001 = 9e-5, the lowest
-    assert text[1] == (
+    assert text[0] == (
         "**m**, lowest error at equal compute time (MSE × seconds per estimate): b (k = 10), 9e-05 nats² s "
         "(RMSE 0.3 nats at 0.001 s per estimate)."
+    )
+    # MSE × evaluations: a at k = 10 is 0.01 × 10 = 0.1 (b: 0.09 × 100 = 9; a at k = 100: 0.25), tied with c
+    assert text[1] == (
+        "**m**, lowest error at equal model evaluations (MSE × evaluations per estimate): a (k = 10), 0.1 nats² "
+        "(RMSE 0.1 nats at 10 evaluations per estimate); not significantly different: c (k = 10)."
+    )
+    assert text[2] == (  # equal k, the secondary view, last
+        "**m**, lowest RMSE at each k — k = 10: a, RMSE 0.1 nats (not significantly different: c); "
+        "k = 100: a, RMSE 0.05 nats."
     )
 
 

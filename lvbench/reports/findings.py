@@ -1,9 +1,11 @@
 """The report's findings, stated from the summary tables (never written by hand), one sentence each.
 
-Likelihood, per model (and device): at each k the estimator with the lowest RMSE, and across all
-(estimator, k) the lowest work-normalized error MSE × seconds per estimate (the Monte Carlo
-efficiency: the error at equal compute time), naming those not significantly different (two-sided
-z-test on the MSE difference from the stored standard errors, 5%; timings are taken as exact).
+Likelihood, per model (and device), at equal cost first: across all (estimator, k) the lowest
+work-normalized error MSE × seconds per estimate (the Monte Carlo efficiency: the error at equal
+compute time) and MSE × model evaluations per estimate (at equal counted evaluations); then, as a
+secondary view since k is not a fair axis across estimators, the lowest RMSE at each k. Each names
+those not significantly different (two-sided z-test on the MSE difference from the stored standard
+errors, 5%; costs are taken as exact).
 Gradients, per model, objective and parameter group: at each k the estimator with the highest norm
 SNR ‖E g‖ / √tr Var g among those unbiased for the objective (declared in the registry and not
 measurably biased), and every estimator whose measured bias ‖b‖ exceeds its noise √tr Var g.
@@ -65,7 +67,7 @@ def likelihood_findings(summary: pd.DataFrame) -> list[str]:
             tie = f" (not significantly different: {', '.join(ties['estimator'])})" if len(ties) else ""
             chains = " (k = chains)" if best.get("estimator_name") == "ais" else ""
             parts.append(f"k = {k}: {best['estimator']}{chains}, RMSE {_fmt(best['rmse'])} nats{tie}")
-        out.append(f"**{where}**, lowest RMSE at each k — " + "; ".join(parts) + ".")
+        at_equal_k = f"**{where}**, lowest RMSE at each k — " + "; ".join(parts) + "."
         work = group.assign(
             work=group["mse"] * group["seconds_per_estimate_batch"] / group["points"],
             work_se=group["mse_se"] * group["seconds_per_estimate_batch"] / group["points"],
@@ -78,6 +80,25 @@ def likelihood_findings(summary: pd.DataFrame) -> list[str]:
             f"{_fmt(best['work'])} nats² s (RMSE {_fmt(best['rmse'])} nats at "
             f"{_fmt(best['seconds_per_estimate_batch'] / best['points'])} s per estimate){tie}."
         )
+        counted = group[np.isfinite(group["evaluations_per_estimate"])] if "evaluations_per_estimate" in group else []
+        if len(counted):  # the same efficiency with the cost in counted model evaluations instead of seconds
+            work = counted.assign(
+                work=counted["mse"] * counted["evaluations_per_estimate"],
+                work_se=counted["mse_se"] * counted["evaluations_per_estimate"],
+            ).sort_values("work")
+            best = work.iloc[0]
+            ties = _tied(best, work.iloc[1:], "work", "work_se")
+            tie = (
+                f"; not significantly different: {', '.join(_label(r) for _, r in ties.iterrows())}"
+                if len(ties)
+                else ""
+            )
+            out.append(
+                f"**{where}**, lowest error at equal model evaluations (MSE × evaluations per estimate): "
+                f"{_label(best)}, {_fmt(best['work'])} nats² (RMSE {_fmt(best['rmse'])} nats at "
+                f"{_fmt(best['evaluations_per_estimate'])} evaluations per estimate){tie}."
+            )
+        out.append(at_equal_k)  # equal k last: it is not equal cost (an AIS chain costs its steps)
     return out
 
 
