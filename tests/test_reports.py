@@ -262,3 +262,21 @@ def test_an_estimator_keeps_its_colour_across_figures_and_runs_and_none_share_on
         colours = [style_of(name)[0] for name in family]
         assert len(set(colours)) == len(colours), family  # one hue per estimator within a family
         assert set(ESTIMATORS.list(kind)) <= set(family)  # a new built-in needs its slot
+
+
+def test_the_winner_grid_stars_the_lowest_rmse_marks_its_ties_and_groups_families():
+    from lvbench.reports.winners import family_of, winner_grid
+
+    table = pd.DataFrame(
+        [
+            lik_row("m", "iwae", 10, rmse=0.10, mse_se=1e-4, seconds=1.0),
+            lik_row("m", "sumo", 10, rmse=0.1005, mse_se=1e-3, seconds=2.0),  # tied with iwae
+            lik_row("m", "jvi", 10, rmse=0.30, mse_se=1e-4, seconds=1.0),
+            lik_row("m", "iwae", 100, rmse=0.05, mse_se=1e-5, seconds=10.0),
+        ]
+    )
+    grid = winner_grid(table, "m")
+    assert list(grid.columns) == ["k", "iwae (bound)", "sumo (unbiased)", "jvi (other)"]
+    assert grid.iloc[0].tolist() == [10, "★ 0.1", "≈ 0.101", "0.3"]
+    assert grid.iloc[1].tolist() == [100, "★ 0.05", "—", "—"]
+    assert family_of("cubo") == "bound" and family_of("not_registered") == "other"

@@ -20,7 +20,7 @@ import pandas as pd
 
 from lvbench.core.registry import ESTIMATORS
 
-__all__ = ["gradient_findings", "likelihood_findings", "unbiased_for", "violation_findings"]
+__all__ = ["gradient_findings", "likelihood_findings", "tied", "unbiased_for", "violation_findings"]
 
 
 def violation_findings(violations: pd.DataFrame) -> list[str]:
@@ -39,7 +39,7 @@ def _fmt(value: float) -> str:
     return "∞" if value == math.inf else f"{value:.3g}"
 
 
-def _tied(best: pd.Series, others: pd.DataFrame, value: str, se: str) -> pd.DataFrame:
+def tied(best: pd.Series, others: pd.DataFrame, value: str, se: str) -> pd.DataFrame:
     """The rows of ``others`` whose ``value`` is not significantly different from ``best``'s."""
     diff = others[value] - best[value]
     scale = np.sqrt(others[se] ** 2 + best[se] ** 2)
@@ -63,7 +63,7 @@ def likelihood_findings(summary: pd.DataFrame) -> list[str]:
         for k, at_k in group.groupby("k", sort=True):
             at_k = at_k.sort_values("mse")
             best = at_k.iloc[0]
-            ties = _tied(best, at_k.iloc[1:], "mse", "mse_se")
+            ties = tied(best, at_k.iloc[1:], "mse", "mse_se")
             tie = f" (not significantly different: {', '.join(ties['estimator'])})" if len(ties) else ""
             chains = " (k = chains)" if best.get("estimator_name") == "ais" else ""
             parts.append(f"k = {k}: {best['estimator']}{chains}, RMSE {_fmt(best['rmse'])} nats{tie}")
@@ -73,7 +73,7 @@ def likelihood_findings(summary: pd.DataFrame) -> list[str]:
             work_se=group["mse_se"] * group["seconds_per_estimate_batch"] / group["points"],
         ).sort_values("work")
         best = work.iloc[0]
-        ties = _tied(best, work.iloc[1:], "work", "work_se")
+        ties = tied(best, work.iloc[1:], "work", "work_se")
         tie = f"; not significantly different: {', '.join(_label(r) for _, r in ties.iterrows())}" if len(ties) else ""
         out.append(
             f"**{where}**, lowest error at equal compute time (MSE × seconds per estimate): {_label(best)}, "
@@ -87,7 +87,7 @@ def likelihood_findings(summary: pd.DataFrame) -> list[str]:
                 work_se=counted["mse_se"] * counted["evaluations_per_estimate"],
             ).sort_values("work")
             best = work.iloc[0]
-            ties = _tied(best, work.iloc[1:], "work", "work_se")
+            ties = tied(best, work.iloc[1:], "work", "work_se")
             tie = (
                 f"; not significantly different: {', '.join(_label(r) for _, r in ties.iterrows())}"
                 if len(ties)

@@ -32,6 +32,7 @@ from lvbench.reports.latex import write_paper_tables
 from lvbench.reports.results import with_missing
 from lvbench.reports.tables import bdmc_table, gaps_table, gradient_summary, likelihood_summary
 from lvbench.reports.training import budget_table, comparisons, curve_bands, training_findings
+from lvbench.reports.winners import winner_grid
 
 __all__ = ["export_table", "with_missing", "write_report"]
 
@@ -292,6 +293,9 @@ def _estimator_table(manifest: dict) -> Table | None:
 
 #: What each section's table shows, in a sentence or three (the report's prose, in one place).
 SECTION_TEXT = {
+    "Winner grid": "Per model, sample budgets down and estimators across, grouped by family (bounds on log p(x), "
+    "estimators unbiased for it, the others). k is not equal cost across estimators (an AIS chain costs its "
+    "HMC steps): the findings compare at equal seconds and at equal counted model evaluations.",
     "References": "Each model's estimates are judged against this reference value of log p(x); a Monte Carlo "
     "reference's standard error is folded into every bias SE.",
     "Likelihood estimators": "One row per cell. Peak memory: CUDA max allocated; CPU peak resident memory sampled "
@@ -318,6 +322,7 @@ SECTION_TEXT = {
 
 def _sections(lik, grad, raw, statuses, bdmc, gaps, manifest, training, figures_dir) -> list[Section]:
     sections = [
+        *_winners_section(lik),
         *_references_section(lik),
         *_estimators_section(manifest),
         *_likelihood_section(lik, raw, figures_dir),
@@ -329,6 +334,17 @@ def _sections(lik, grad, raw, statuses, bdmc, gaps, manifest, training, figures_
         Section("Glossary", "", glossary=GLOSSARY),
     ]
     return sections
+
+
+def _winners_section(lik: pd.DataFrame) -> list[Section]:
+    if lik.empty or "mse_se" not in lik:
+        return []
+    tables = []
+    for model in sorted(lik["model"].unique()):
+        grid = winner_grid(lik, model)
+        caption = f"{model}: RMSE of log p̂(x) (nats) at each k; ★ the lowest, ≈ not significantly different (5%)"
+        tables.append(display(grid, {c: c for c in grid.columns}, caption))
+    return [Section("Winner grid", SECTION_TEXT["Winner grid"], tables)]
 
 
 def _references_section(lik: pd.DataFrame) -> list[Section]:
@@ -433,10 +449,26 @@ def _figures(figs: dict[str, tuple[str, str]]) -> list[dict]:
     return [{"title": title, "path": path, "caption": caption} for title, (path, caption) in figs.items()]
 
 
+#: Sections shown before the findings: a contradicted declaration, then the winner grid.
+LEAD = ("Declared properties violated", "Winner grid")
+
+
+def _lead(sections: list[Section]) -> tuple[list[Section], list[Section]]:
+    return [s for s in sections if s.title in LEAD], [s for s in sections if s.title not in LEAD]
+
+
 def _markdown(where: str, findings: list[str], sections: list[Section], folder: str) -> str:
-    parts = ["# lvbench report\n", f"{markdown(where)}\n", "## Findings\n"]
+    lead, rest = _lead(sections)
+    parts = ["# lvbench report\n", f"{markdown(where)}\n"]
+    _markdown_sections(parts, lead, folder)
+    parts.append("## Findings\n")
     parts += [f"- {markdown(line)}" for line in findings] or ["No findings: the run holds no finished cells."]
     parts.append("")
+    _markdown_sections(parts, rest, folder)
+    return "\n".join(parts) + "\n"
+
+
+def _markdown_sections(parts: list[str], sections: list[Section], folder: str) -> None:
     for section in sections:
         parts.append(f"## {section.title}\n")
         if section.text:
@@ -450,7 +482,6 @@ def _markdown(where: str, findings: list[str], sections: list[Section], folder: 
             parts.append(f"![{markdown(fig['title'])}]({where_})\n\n*{markdown(fig['caption'])}*\n")
         for term, meaning in section.glossary:
             parts.append(f"- **{term}**: {meaning}")
-    return "\n".join(parts) + "\n"
 
 
 def _html(where: str, findings: list[str], sections: list[Section]) -> str:
@@ -464,4 +495,5 @@ def _html(where: str, findings: list[str], sections: list[Section]) -> str:
         for fig in section.figures:
             with open(fig["path"], "rb") as fh:
                 fig["data"] = base64.b64encode(fh.read()).decode()
-    return template.render(where=where, findings=findings, sections=sections)
+    lead, rest = _lead(sections)
+    return template.render(where=where, findings=findings, lead=lead, sections=rest)
