@@ -310,6 +310,12 @@ def write_comparison(result: pd.DataFrame, out_dir: str, a_dir: str, b_dir: str)
         f"{significant} significant after Holm's correction (family-wise 5%), {uncovered} cells without a "
         f"comparable partner or result, {regressions} regressions."
     )
+    definitions = (
+        "Definitions: abs_bias is the mean over points of |a point's bias| and rmse the mean over points of "
+        "each point's RMSE, tested point by point; the report's bias is the signed mean error over all points "
+        "(errors of opposite sign cancel there, not here) and its RMSE the root of the mean squared error. "
+        "ratio is B/A; mark + is a significant change for the worse, - for the better (as in asv compare)."
+    )
     first = [c for c in ("regression", "significant", "mark", "kind", "metric", "a", "b", "ratio") if c in shown]
     shown = shown[first + [c for c in shown.columns if c not in first]]
     table = shown.map(
@@ -318,14 +324,15 @@ def write_comparison(result: pd.DataFrame, out_dir: str, a_dir: str, b_dir: str)
         )
     )
     md = markdown_frame(table).to_markdown(index=False)
-    atomic_write_text(paths["md"], f"# lvbench comparison\n\n{markdown(head)}\n\n{md}\n")
+    atomic_write_text(paths["md"], f"# lvbench comparison\n\n{markdown(head)}\n\n{markdown(definitions)}\n\n{md}\n")
     atomic_write_text(
         paths["html"],
         "<!doctype html><html><head><meta charset='utf-8'><title>lvbench comparison</title><style>"
         "body{font-family:system-ui,sans-serif;max-width:1180px;margin:auto;padding:1rem}"
         ".box{overflow:auto;max-height:40rem}td,th{text-align:left;padding:2px 8px;white-space:nowrap}"
         "th{position:sticky;top:0;background:#f3f3f3}</style></head><body><h1>lvbench comparison</h1>"
-        f"<p>{html.escape(head)}</p><div class='box'>{table.to_html(index=False, border=0, na_rep='—', escape=True)}"
+        f"<p>{html.escape(head)}</p><p>{html.escape(definitions)}</p>"
+        f"<div class='box'>{table.to_html(index=False, border=0, na_rep='—', escape=True)}"
         "</div></body></html>",
     )
     return paths
