@@ -382,3 +382,25 @@ def test_compare_tests_training_outcomes_and_counts_every_lost_replicate(tmp_pat
     gone = lost[(lost["metric"] == "cell") & lost["regression"]]
     assert len(gone) == 1 and gone["study"].iloc[0] == "ppca" and gone["replicate"].iloc[0] == 2, gone
     assert "absent from B's spec" in gone["test"].iloc[0]
+
+
+@pytest.mark.parametrize("model_type", ["vae", "sigmoid_belief_net", "linear_gaussian"])
+def test_an_evaluation_is_counted_once_whichever_route_reaches_the_model(model_type):
+    """The VAE's log_joint calls its conditioned_log_joint; the base model's conditioned closure calls
+    log_joint: either way a (z, x) pair counts once, and nothing counts outside ``counting``."""
+    from lvbench.analysis.learning import EvaluationCounter
+    from lvbench.core.registry import get_model
+
+    params = {"data_dim": 6, "latent_dim": 3}
+    if model_type != "linear_gaussian":
+        params["hidden"] = [5]
+    model = get_model(model_type).obj(**params)
+    x = torch.bernoulli(torch.full((4, 6), 0.5))
+    z = model.prior().sample((7, 4))
+    with EvaluationCounter(model) as counter:
+        model.log_joint(x, z)  # not counting yet
+        with counter.counting():
+            model.log_joint(x, z)
+            model.conditioned_log_joint(x)(z)
+    assert counter.count == 2 * 7 * 4
+    assert "log_joint" not in model.__dict__ and "conditioned_log_joint" not in model.__dict__

@@ -91,30 +91,18 @@ class EvaluationCounter:
     def __enter__(self) -> EvaluationCounter:
         log_joint = self.model.log_joint
         conditioned = getattr(self.model, "conditioned_log_joint", None)
+
+        def counted_log_joint(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            return self._count(log_joint, x, z)
+
+        self.model.log_joint = counted_log_joint
         if conditioned is not None:
 
             def counted_conditioned(x: torch.Tensor):
                 inner = conditioned(x)
-
-                def run(z: torch.Tensor) -> torch.Tensor:
-                    active, self.active = self.active, False  # the inner closure's log_joint: not twice
-                    try:
-                        out = inner(z)
-                    finally:
-                        self.active = active
-                    self.count += out.numel() if self.active else 0
-                    return out
-
-                return run
+                return lambda z: self._count(inner, z)
 
             self.model.conditioned_log_joint = counted_conditioned
-
-        def counted_log_joint(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-            out = log_joint(x, z)
-            self.count += out.numel() if self.active else 0
-            return out
-
-        self.model.log_joint = counted_log_joint
         relaxed = getattr(self.model, "relaxed_likelihood", None)
         if relaxed is not None:
 
@@ -128,6 +116,17 @@ class EvaluationCounter:
     def __exit__(self, *exc: object) -> None:
         for name in ("log_joint", "conditioned_log_joint", "relaxed_likelihood"):
             self.model.__dict__.pop(name, None)
+
+    def _count(self, evaluate: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+        """``evaluate(*args)``, its pairs counted once: a log_joint that calls conditioned_log_joint (or
+        the reverse) inside is not counted again."""
+        active, self.active = self.active, False
+        try:
+            out = evaluate(*args)
+        finally:
+            self.active = active
+        self.count += out.numel() if self.active else 0
+        return out
 
     @contextmanager
     def counting(self) -> Iterator[None]:
