@@ -475,7 +475,7 @@ def _markdown_sections(parts: list[str], sections: list[Section], folder: str) -
             parts.append(f"{section.text}\n")
         for table in section.tables:
             if table.caption:
-                parts.append(f"**{table.caption}**\n")
+                parts.append(f"**{markdown(table.caption)}**\n")  # captions may hold labels from the spec
             parts.append(markdown_frame(table.frame).to_markdown(index=False, disable_numparse=True) + "\n")
         for fig in section.figures:
             where_ = os.path.relpath(fig["path"], folder)
