@@ -346,18 +346,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lvbench", description=lvbench.__doc__)
-    parser.add_argument("--version", action="version", version=f"lvbench {lvbench.__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("list", help="registered estimators and models, or one of them in detail")
+def _add_plugin_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--plugin",
         action="append",
         metavar="FILE",
         help="a Python file that registers estimators or models (repeatable; for code not yet a package)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lvbench", description=lvbench.__doc__)
+    parser.add_argument("--version", action="version", version=f"lvbench {lvbench.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="registered estimators and models, or one of them in detail")
+    _add_plugin_argument(p)
     p.add_argument(
         "name",
         nargs="?",
@@ -391,12 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="run an experiment spec (default: the default suite) and write its report")
-    p.add_argument(
-        "--plugin",
-        action="append",
-        metavar="FILE",
-        help="a Python file that registers estimators or models (repeatable; for code not yet a package)",
-    )
+    _add_plugin_argument(p)
     p.add_argument("spec", nargs="?", help="TOML spec file (omit for the default suite)")
     p.add_argument("--suite", choices=["default", "mnist"], help="a suite shipped with lvbench instead of a spec file")
     p.add_argument("--out", default="results", help="output folder; rerunning into it resumes")
@@ -441,12 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="check an estimator against what it declares, on models with exact ground truth (plugins too)"
     )
     p.add_argument("name", help="a registered estimator")
-    p.add_argument(
-        "--plugin",
-        action="append",
-        metavar="FILE",
-        help="a Python file that registers estimators or models (repeatable; for code not yet a package)",
-    )
+    _add_plugin_argument(p)
     p.add_argument("--k", type=int, help="sample budget (default 5 for likelihood, 3 for gradient estimators)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_check)

@@ -27,9 +27,9 @@ def fresh_cache(tmp_path, monkeypatch):
     """An empty cache folder of this test's own, and the in-process choice forgotten before and after."""
     monkeypatch.setenv(kernels.CACHE_ENV_VAR, str(tmp_path))
     monkeypatch.delenv(kernels.ENV_VAR, raising=False)
-    kernels._state.clear()
+    kernels._states.clear()
     yield tmp_path / "kernels.json"
-    kernels._state.clear()
+    kernels._states.clear()
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_a_calibration_is_cached_per_machine_reused_and_redone_on_request(fresh_
     # another process reads the cache instead of measuring: a planted choice is what it gets
     planted = {**entry, "choices": {**choices, "bernoulli_autograd": "softplus_sum"}, "measured_at": "planted"}
     fresh_cache.write_text(json.dumps({**cache, kernels.cache_key(): planted}))
-    kernels._state.clear()
+    kernels._states.clear()
     assert kernels.kernel("bernoulli_autograd") == "softplus_sum"
     assert kernels.kernel_report()["measured_at"] == "planted"
     report = kernels.calibrate()  # measures again and replaces it

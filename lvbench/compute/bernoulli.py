@@ -65,7 +65,7 @@ def bernoulli_log_prob_autograd(x: torch.Tensor, logits: torch.Tensor) -> torch.
     ``binary_cross_entropy_with_logits`` ("bce", also off the CPU) or ``SoftplusSum`` ("softplus_sum");
     inside ``torch.func`` transforms the plain sum of ``F.softplus``."""
     if inside_torch_func():
-        return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
+        return bernoulli_log_prob(x, logits)
     if (
         logits.requires_grad
         and logits.device.type == "cpu"

@@ -45,6 +45,7 @@ from torch.nn import functional as F
 
 from lvbench.compute.onednn import OneDNNLinear, onednn_enabled, onednn_linear
 from lvbench.compute.softplus import SoftplusSum
+from lvbench.compute.torch_state import torch_threads
 from lvbench.core.errors import LvbenchInputError
 
 __all__ = [
@@ -72,7 +73,8 @@ CALIBRATION_VERSION = 1
 #: how much faster than the default a candidate must be to be chosen (a fraction of the default's time)
 MARGIN = 0.05
 
-_state: dict[str, Any] = {}
+#: (overrides, oneDNN usable, cache folder, threads) -> {"choices", "measured", "overrides"}
+_states: dict[tuple, dict[str, Any]] = {}
 
 
 @functools.cache
@@ -91,9 +93,9 @@ def machine_key() -> str:
     return f"{cpu} | flags {digest} | torch {torch.__version__} | calibration {CALIBRATION_VERSION}"
 
 
-def cache_key() -> str:
-    """The cache entry this process reads and writes: the machine (``machine_key``) and the thread count."""
-    return f"{machine_key()} | {torch.get_num_threads()} threads"
+def cache_key(threads: int | None = None) -> str:
+    """The cache entry for ``threads`` torch threads (default the current count) on this machine."""
+    return f"{machine_key()} | {threads or torch.get_num_threads()} threads"
 
 
 def cache_path() -> str:
@@ -119,19 +121,18 @@ def kernel_choices(threads: int | None = None) -> dict[str, str]:
     """The choice in force for each of ``CHOICES``: ``$LVBENCH_KERNELS``, else the cached measurement for
     this machine and thread count, else a measurement made now (and cached). ``threads``: the choice for
     that many torch threads (default: the current count), e.g. for a cell that will run with them."""
-    if threads is not None and threads != torch.get_num_threads():
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return kernel_choices()
-        finally:
-            torch.set_num_threads(before)
+    return dict(_resolved(threads)["choices"])
+
+
+def _resolved(threads: int | None) -> dict[str, Any]:
+    """The choices for ``threads`` and where they came from, resolved once per process and setting."""
+    threads = threads or torch.get_num_threads()
     onednn = onednn_enabled()
-    key = (os.environ.get(ENV_VAR, ""), onednn, os.environ.get(CACHE_ENV_VAR), torch.get_num_threads())
-    if _state.get("key") != key:
+    key = (os.environ.get(ENV_VAR, ""), onednn, os.environ.get(CACHE_ENV_VAR), threads)
+    if key not in _states:
         overrides = _overrides()
         needed = [name for name in CHOICES if name not in overrides and (onednn or not name.startswith("linear"))]
-        measured = _cached_or_measured() if needed else {"choices": {}}
+        measured = _cached_or_measured(threads) if needed else {"choices": {}}
         choices = {}
         for name, candidates in CHOICES.items():
             if name.startswith("linear") and not onednn:  # nothing to choose, whatever was asked
@@ -140,8 +141,8 @@ def kernel_choices(threads: int | None = None) -> dict[str, str]:
                 choices[name] = overrides[name]
             else:
                 choices[name] = measured["choices"].get(name, candidates[0])
-        _state.update(key=key, choices=choices, measured=measured, overrides=overrides)
-    return dict(_state["choices"])
+        _states[key] = {"choices": choices, "measured": measured, "overrides": overrides, "threads": threads}
+    return _states[key]
 
 
 def kernel(name: str) -> str:
@@ -152,15 +153,15 @@ def kernel(name: str) -> str:
 def kernel_report(threads: int | None = None) -> dict[str, Any]:
     """The choices (for ``threads`` torch threads, default the current count) with where each came from
     and what was measured: for provenance."""
-    choices = kernel_choices(threads)
-    measured = _state["measured"]
+    state = _resolved(threads)
+    measured = state["measured"]
     return {
-        "choices": choices,
-        "overridden": sorted(_state["overrides"]),
+        "choices": dict(state["choices"]),
+        "overridden": sorted(state["overrides"]),
         "milliseconds": measured.get("milliseconds", {}),
         "measured_at": measured.get("measured_at"),
         "threads": measured.get("threads"),
-        "machine": measured.get("machine", cache_key()),
+        "machine": measured.get("machine", cache_key(state["threads"])),
     }
 
 
@@ -190,14 +191,14 @@ def _valid(entry: Any) -> bool:
     )
 
 
-def _cached_or_measured(force: bool = False) -> dict[str, Any]:
-    path, key = cache_path(), cache_key()
+def _cached_or_measured(threads: int, force: bool = False) -> dict[str, Any]:
+    path, key = cache_path(), cache_key(threads)
     try:
         with _locked(path):  # one process measures; the others wait and read its result
             cache = _read_cache(path)
             if not force and _valid(cache.get(key)):
                 return cache[key]
-            entry = _measure()
+            entry = _measure(threads)
             cache[key] = entry
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".kernels-")
             with os.fdopen(fd, "w") as fh:
@@ -205,13 +206,14 @@ def _cached_or_measured(force: bool = False) -> dict[str, Any]:
             os.replace(tmp, path)
             return entry
     except OSError:  # no writable cache: measure for this process alone
-        return _measure()
+        return _measure(threads)
 
 
 def calibrate() -> dict[str, Any]:
-    """Measure the choices on this machine now, replace the cached ones and return the report."""
-    _cached_or_measured(force=True)
-    _state.clear()
+    """Measure the choices on this machine now (at the current thread count), replace the cached ones and
+    return the report."""
+    _cached_or_measured(torch.get_num_threads(), force=True)
+    _states.clear()
     return kernel_report()
 
 
@@ -273,11 +275,12 @@ def _logits(layers: list[nn.Linear], h: torch.Tensor, route: str) -> torch.Tenso
     return OneDNNLinear.apply(h, last.weight, last.bias, "none") if route == "onednn" else last(h)
 
 
-def _measure() -> dict[str, Any]:
-    """Time each choice's candidates on the IWAE paper's decoder (see the module docstring)."""
+def _measure(threads: int) -> dict[str, Any]:
+    """Time each choice's candidates on the IWAE paper's decoder with ``threads`` torch threads (see the
+    module docstring)."""
     # its own generator, autograd on whatever the caller's mode, the global RNG left as it was: a
     # calibration triggered by a cell's first layer must not change the cell's draws
-    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+    with torch_threads(threads), torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         generator = torch.Generator().manual_seed(0)
         layers = _decoder(generator)
         z_eval = torch.randn(4096, 50, generator=generator)

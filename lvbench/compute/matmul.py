@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from lvbench.compute.kernels import kernel, kernel_choices
+from lvbench.compute.kernels import CHOICES, kernel, kernel_choices
 from lvbench.compute.onednn import (
     DIFFERENTIABLE_EPILOGUES,
     ONEDNN_EPILOGUES,
@@ -51,7 +51,7 @@ def cpu_matmul_backend(threads: int | None = None) -> str:
     if not fast_route():
         return "eager"
     choices = kernel_choices(threads)
-    return "/".join(choices[name] for name in ("linear", "linear_autograd", "bernoulli_autograd"))
+    return "/".join(choices[name] for name in CHOICES)
 
 
 _forced_linear: list[str] = []
@@ -60,7 +60,7 @@ _forced_linear: list[str] = []
 @contextlib.contextmanager
 def force_linear(name: str) -> Iterator[None]:
     """Run a block with ``name`` ("onednn" or "aten") for every layer ``mlp_forward`` may fuse, whatever
-    the calibration chose: for the calibration itself and for tests."""
+    the calibration chose (for tests of either route on any machine)."""
     _forced_linear.append(name)
     try:
         yield

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.distributions import Distribution
 
-__all__ = ["GLOBAL_SETTINGS", "changed_settings", "guarded", "restore", "snapshot"]
+__all__ = ["GLOBAL_SETTINGS", "changed_settings", "guarded", "restore", "snapshot", "torch_threads"]
 
 
 def _set_validate_args(value: bool) -> None:
@@ -79,3 +79,14 @@ def guarded() -> Iterator[list[str]]:
     finally:
         changes += changed_settings(before)
         restore(before)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads, restoring the previous count after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -218,7 +218,10 @@ def load_plugin_files(paths: Iterable[str] | None = None) -> list[str]:
     the module names. A missing file, one that is not ``.py`` or one that fails to import is named in an
     ``LvbenchInputError``."""
     if paths is None:
-        paths = [p for p in os.environ.get(PLUGINS_ENV_VAR, "").split(os.pathsep) if p.strip()]
+        text = os.environ.get(PLUGINS_ENV_VAR, "")
+        if not text.strip():  # every registry lookup passes here: nothing to do costs one read
+            return []
+        paths = [p for p in text.split(os.pathsep) if p.strip()]
     names = []
     for path in paths:
         real = os.path.realpath(path)

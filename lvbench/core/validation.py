@@ -78,11 +78,11 @@ def _finite_and_supported(x: torch.Tensor, support: constraints.Constraint | Non
     if (
         support is None
         or support is constraints.real
-        or isinstance(support, constraints.interval | constraints.half_open_interval | constraints.boolean.__class__)
+        or isinstance(support, constraints.interval | constraints.half_open_interval | type(constraints.boolean))
     ):
         lo, hi = torch.aminmax(x)
         ok = lo.isfinite() & hi.isfinite()
-        if support is constraints.boolean:
+        if isinstance(support, type(constraints.boolean)):
             return ok & (lo >= 0) & (hi <= 1) & (torch.count_nonzero(torch.frac(x)) == 0)
         if isinstance(support, constraints.half_open_interval):
             return ok & (lo >= support.lower_bound) & (hi < support.upper_bound)

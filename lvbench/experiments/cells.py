@@ -24,10 +24,15 @@ from lvbench.core.registry import get_estimator, incompatibility
 from lvbench.experiments.identity import digest
 from lvbench.experiments.spec import Spec, TrainingSpec, dataset_options
 
-__all__ = ["Cell", "expand"]
+__all__ = ["Cell", "expand", "training_replicate"]
 
 #: Cell fields that cannot change a number (the model file's digest is checked apart, against the store)
 NOT_IDENTITY = ("timeout", "model_sha256")
+
+
+def training_replicate(kind: str, options_json: str) -> int | None:
+    """The replicate of a training cell from its ``options_json`` (as stored in its status record)."""
+    return int(json.loads(options_json)["study"]["replicate"]) if kind == "training" else None
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,11 @@ class Cell:
     @property
     def options(self) -> dict[str, Any]:
         return json.loads(self.options_json)
+
+    @property
+    def replicate(self) -> int | None:
+        """A training cell's replicate (which seed of its study), None for other cells."""
+        return training_replicate(self.kind, self.options_json)
 
     @property
     def id(self) -> str:

@@ -58,13 +58,12 @@ class LogLines:
     """Progress as plain lines with the elapsed time, for output that is not a terminal: one per model
     prepared, and one per cell finished at most every ``every`` seconds (and for the first and last)."""
 
-    def __init__(self, started: float, every: float = 15.0, stream=None):
+    def __init__(self, started: float, every: float = 15.0):
         self.started, self.every, self.last = started, every, -math.inf
-        self.stream = stream
 
     def __call__(self, text: str) -> None:
         elapsed = int(time.time() - self.started)
-        print(f"[{elapsed // 60:3d}m{elapsed % 60:02d}s] {text}", file=self.stream or sys.stderr, flush=True)
+        print(f"[{elapsed // 60:3d}m{elapsed % 60:02d}s] {text}", file=sys.stderr, flush=True)
 
     def cell(self, finished: int, total: int, counts: dict[str, int], cell: Cell, status: str) -> None:
         now = time.time()

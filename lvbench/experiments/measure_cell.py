@@ -6,10 +6,9 @@ on GPU) and recording peak memory, with ``cell.threads`` torch threads. Anything
 
 from __future__ import annotations
 
-import contextlib
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from lvbench.analysis.learning import EvaluationCounter
 from lvbench.analysis.metrics import effective_sample_size, pareto_khat
 from lvbench.compute.matmul import cpu_matmul_backend
 from lvbench.compute.measure import PeakMemory, sync
-from lvbench.compute.torch_state import guarded
+from lvbench.compute.torch_state import guarded, torch_threads
 from lvbench.core.errors import LvbenchInputError
 from lvbench.core.registry import get_estimator
 from lvbench.core.seeding import seeded
@@ -105,8 +104,8 @@ def _likelihood_cell(cell: Cell, prepared, device: torch.device, tick: Callable[
             "reference_se": np.tile(prepared.reference_se.numpy(), r),
             "reference_name": prepared.reference_name,
             "seconds": np.repeat(seconds, n),
-            # model evaluations per point of this repeat's estimate: the cost that makes budgets comparable
-            # (an AIS chain costs its steps, SUMO about k + 5)
+            # model evaluations per point of this repeat's estimate, counted: the cost that makes budgets
+            # comparable across estimators (an AIS chain costs its transitions' leapfrog steps, SUMO varies)
             "evaluations": np.repeat(evaluations, n),
             "peak_memory_mb": peak,
             "khat": np.tile(khat, r),
@@ -173,17 +172,6 @@ def _gradient_cell(cell: Cell, prepared, device: torch.device) -> pd.DataFrame:
     if not np.isfinite(numeric[["mean_norm", "trace_variance"]].to_numpy()).all():
         raise CellFailure("gradient draws contain NaN or infinite values")
     return table
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run a block with ``n`` torch intra-op threads, restoring the previous count after it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _no_tick(n: int) -> None:

@@ -129,7 +129,7 @@ def _describe(cell: Cell) -> dict[str, Any]:
     keys = ("kind", "model", "estimator", "estimator_name", "objective", "k", "device", "dtype", "model_sha256")
     described = {key: getattr(cell, key) for key in keys}
     if cell.kind == "training":  # a study's cells differ in study and replicate too
-        described.update(study=cell.study, replicate=json.loads(cell.options_json)["study"]["replicate"])
+        described.update(study=cell.study, replicate=cell.replicate)
     return described
 
 

@@ -27,7 +27,6 @@ significantly better.
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 
@@ -36,6 +35,7 @@ import pandas as pd
 from scipy import stats
 
 from lvbench.analysis.declared import declared_violations
+from lvbench.experiments.cells import training_replicate
 from lvbench.experiments.store import atomic_write_text
 from lvbench.reports.escape import markdown, markdown_frame
 from lvbench.reports.results import load_results
@@ -210,11 +210,7 @@ def _training_tests(ta: pd.DataFrame, tb: pd.DataFrame, same_model) -> list[dict
         if len(diff) < 2:
             p, test = math.nan, "not tested: fewer than 2 common replicates"
         else:
-            p = (
-                1.0
-                if np.all(diff == diff[0]) and diff[0] == 0
-                else float(stats.ttest_rel(vb[common], va[common]).pvalue)
-            )
+            p = 1.0 if np.all(diff == 0) else float(stats.ttest_rel(vb[common], va[common]).pvalue)
             test = f"paired t over {len(diff)} replicates"
         out.append(_row("training", key, TRAIN_KEYS, HELDOUT, mean_a, mean_b, p, test))
     return out
@@ -281,7 +277,7 @@ def _study_and_replicate(record: dict) -> tuple[str | None, int | None]:
     if record.get("kind") != "training":
         return None, None
     if isinstance(record.get("options_json"), str):
-        return record.get("study"), int(json.loads(record["options_json"])["study"]["replicate"])
+        return record.get("study"), training_replicate("training", record["options_json"])
     replicate = record.get("replicate")
     return record.get("study"), None if replicate is None or pd.isna(replicate) else int(replicate)
 

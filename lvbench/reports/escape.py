@@ -3,14 +3,15 @@
 HTML goes through Jinja's autoescape or ``html.escape``; Markdown has no escape of its own, so a label
 like ``<script>``, ``a|b`` or one with a newline would inject markup or break a table: ``markdown``
 turns the characters that open HTML, links and table cells into entities or backslash escapes, and
-line breaks into spaces. In figures, labels are text, never mathtext (``figures`` turns parsing off).
+line breaks into spaces; ``latex`` does the same for LaTeX tables. In figures, labels are text, never
+mathtext (``figures`` turns parsing off).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["markdown", "markdown_frame"]
+__all__ = ["latex", "markdown", "markdown_frame"]
 
 _MARKDOWN = str.maketrans(
     {
@@ -38,3 +39,9 @@ def markdown_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.map(lambda v: markdown(v) if isinstance(v, str) else v)
     out.columns = [markdown(c) for c in frame.columns]
     return out
+
+
+def latex(text: object) -> str:
+    """``text`` as LaTeX text mode renders it: the characters that open commands, groups, math,
+    comments, alignment tabs and subscripts escaped."""
+    return "".join("\\" + c if c in "&%$#_{}" else c for c in str(text))

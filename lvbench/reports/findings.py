@@ -68,38 +68,33 @@ def likelihood_findings(summary: pd.DataFrame) -> list[str]:
             chains = " (k = chains)" if best.get("estimator_name") == "ais" else ""
             parts.append(f"k = {k}: {best['estimator']}{chains}, RMSE {_fmt(best['rmse'])} nats{tie}")
         at_equal_k = f"**{where}**, lowest RMSE at each k — " + "; ".join(parts) + "."
-        work = group.assign(
-            work=group["mse"] * group["seconds_per_estimate_batch"] / group["points"],
-            work_se=group["mse_se"] * group["seconds_per_estimate_batch"] / group["points"],
-        ).sort_values("work")
-        best = work.iloc[0]
-        ties = tied(best, work.iloc[1:], "work", "work_se")
-        tie = f"; not significantly different: {', '.join(_label(r) for _, r in ties.iterrows())}" if len(ties) else ""
-        out.append(
-            f"**{where}**, lowest error at equal compute time (MSE × seconds per estimate): {_label(best)}, "
-            f"{_fmt(best['work'])} nats² s (RMSE {_fmt(best['rmse'])} nats at "
-            f"{_fmt(best['seconds_per_estimate_batch'] / best['points'])} s per estimate){tie}."
-        )
-        counted = group[np.isfinite(group["evaluations_per_estimate"])] if "evaluations_per_estimate" in group else []
-        if len(counted):  # the same efficiency with the cost in counted model evaluations instead of seconds
-            work = counted.assign(
-                work=counted["mse"] * counted["evaluations_per_estimate"],
-                work_se=counted["mse_se"] * counted["evaluations_per_estimate"],
-            ).sort_values("work")
-            best = work.iloc[0]
-            ties = tied(best, work.iloc[1:], "work", "work_se")
-            tie = (
-                f"; not significantly different: {', '.join(_label(r) for _, r in ties.iterrows())}"
-                if len(ties)
-                else ""
-            )
-            out.append(
-                f"**{where}**, lowest error at equal model evaluations (MSE × evaluations per estimate): "
-                f"{_label(best)}, {_fmt(best['work'])} nats² (RMSE {_fmt(best['rmse'])} nats at "
-                f"{_fmt(best['evaluations_per_estimate'])} evaluations per estimate){tie}."
-            )
+        seconds = group["seconds_per_estimate_batch"] / group["points"]
+        out.append(_at_equal_cost(where, group, seconds, "compute time", "seconds", "nats² s", "s"))
+        if "evaluations_per_estimate" in group:  # the cost in counted model evaluations instead of seconds
+            counted = group[np.isfinite(group["evaluations_per_estimate"])]
+            if len(counted):
+                cost = counted["evaluations_per_estimate"]
+                out.append(
+                    _at_equal_cost(where, counted, cost, "model evaluations", "evaluations", "nats²", "evaluations")
+                )
         out.append(at_equal_k)  # equal k last: it is not equal cost (an AIS chain costs its steps)
     return out
+
+
+def _at_equal_cost(
+    where: str, group: pd.DataFrame, cost: pd.Series, axis: str, per: str, unit: str, cost_unit: str
+) -> str:
+    """The sentence naming the lowest work-normalized error MSE × ``cost`` per estimate over every
+    (estimator, k) of ``group``, with those not significantly different from it."""
+    work = group.assign(cost=cost, work=group["mse"] * cost, work_se=group["mse_se"] * cost).sort_values("work")
+    best = work.iloc[0]
+    ties = tied(best, work.iloc[1:], "work", "work_se")
+    tie = f"; not significantly different: {', '.join(_label(r) for _, r in ties.iterrows())}" if len(ties) else ""
+    return (
+        f"**{where}**, lowest error at equal {axis} (MSE × {per} per estimate): {_label(best)}, "
+        f"{_fmt(best['work'])} {unit} (RMSE {_fmt(best['rmse'])} nats at {_fmt(best['cost'])} {cost_unit} per "
+        f"estimate){tie}."
+    )
 
 
 def unbiased_for(estimator_name: str, objective: str) -> bool | None:

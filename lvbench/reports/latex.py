@@ -11,12 +11,9 @@ import os
 import pandas as pd
 
 from lvbench.experiments.store import atomic_write_text
+from lvbench.reports.escape import latex
 
 __all__ = ["mean_pm_se", "paper_table", "write_paper_tables"]
-
-
-def _tex(text: str) -> str:
-    return "".join("\\" + c if c in "&%$#_{}" else c for c in str(text))
 
 
 def mean_pm_se(mean: float, se: float) -> str:
@@ -60,7 +57,7 @@ def paper_table(summary: pd.DataFrame, model: str, device: str | None = None) ->
             cells.append(
                 "--" if text == "--" else f"$\\mathbf{{{text}}}$" if (k, estimator) in winners else f"${text}$"
             )
-        lines.append(f"{_tex(estimator)} & " + " & ".join(cells) + " \\\\")
+        lines.append(f"{latex(estimator)} & " + " & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ from lvbench.core.registry import ESTIMATORS
 from lvbench.experiments.plan import expected_models, read_manifest
 from lvbench.experiments.prepare import prepared_extras
 from lvbench.experiments.store import ResultStore, atomic_write_text
-from lvbench.reports.escape import markdown, markdown_frame
+from lvbench.reports.escape import latex, markdown, markdown_frame
 from lvbench.reports.figures import gradient_figures, khat_figure, likelihood_figures, training_figures
 from lvbench.reports.findings import gradient_findings, likelihood_findings, violation_findings
 from lvbench.reports.latex import write_paper_tables
@@ -189,10 +189,10 @@ def export_table(table: pd.DataFrame, stem: str, columns: list[str]) -> dict[str
     atomic_write_text(paths[name], table.to_csv(index=False))
     atomic_write_text(paths[f"{name}_json"], table.to_json(orient="records", indent=1, double_precision=15))
     shown = table[[c for c in columns if c in table]]
-    styler = shown.style.hide(axis="index").format(formatter=lambda v: _number(v)[0].replace(MISSING, "--"))
     align = "".join("r" if pd.api.types.is_numeric_dtype(shown[c]) else "l" for c in shown.columns)
-    latex = styler.to_latex(hrules=True, column_format=align)
-    atomic_write_text(paths[f"{name}_latex"], latex.replace("_", "\\_"))
+    shown = shown.rename(columns=latex)  # labels come from the spec: escaped cell by cell, not the whole text
+    styler = shown.style.hide(axis="index").format(formatter=lambda v: latex(_number(v)[0].replace(MISSING, "--")))
+    atomic_write_text(paths[f"{name}_latex"], styler.to_latex(hrules=True, column_format=align))
     return paths
 
 
@@ -245,7 +245,7 @@ def write_report(out_dir: str) -> dict[str, str]:
     if not violations.empty:  # first: a number that contradicts its estimator's declaration
         columns = {c: c for c in ("model", "estimator", "k", "device", "property", "evidence")}
         caption = "Declared properties contradicted by the measurements (5 SE against exact ground truth)"
-        sections.insert(0, Section("Declared properties violated", "", [display(violations, columns, caption)]))
+        sections.insert(0, Section(LEAD[0], "", [display(violations, columns, caption)]))
     where = _where(run)
     paths["markdown"] = os.path.join(folder, "report.md")
     atomic_write_text(paths["markdown"], _markdown(where, findings, sections, folder))
